@@ -1,0 +1,1 @@
+"""Export stage: distillation, ONNX export, INT8 quantization, TensorRT engines, model packages."""

@@ -1,0 +1,1 @@
+"""Affinity and mask-decoding kernels (CUDA and CPU) and their Python loaders."""

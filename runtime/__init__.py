@@ -1,0 +1,1 @@
+"""Runtime: the Grounder API, backends, streams and the command line."""
