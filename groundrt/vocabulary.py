@@ -1,4 +1,4 @@
-"""The vocabulary of the procedural scenes (a copy of shared/vocabulary.json shipped in the package)."""
+"""The vocabulary of the procedural scenes (shared/vocabulary.json, shipped in the package)."""
 
 from __future__ import annotations
 

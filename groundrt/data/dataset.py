@@ -1,4 +1,4 @@
-"""A PNG split on disk: narratives, grounded phrases, the official exclusions, ground-truth masks."""
+"""A PNG split on disk: narratives, grounded phrases, official exclusions, ground-truth masks."""
 
 from __future__ import annotations
 

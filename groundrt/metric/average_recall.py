@@ -44,7 +44,7 @@ def reference_average_recall(ious) -> float:
     ious = np.asarray(ious, dtype=np.float64)
     accuracy = [np.sum((ious >= t).astype(int)) / len(ious) for t in THRESHOLDS]
     total = 0.0
-    for i, (t0, t1) in enumerate(zip(THRESHOLDS[:-1], THRESHOLDS[1:])):
+    for i, (t0, t1) in enumerate(zip(THRESHOLDS[:-1], THRESHOLDS[1:], strict=True)):
         total += abs(t1 - t0) * accuracy[i]
     return float(total)
 

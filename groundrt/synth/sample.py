@@ -51,7 +51,7 @@ def join_utterances(utterances: list[UtteranceSpec]) -> str:
     caption = ""
     for u in utterances:
         text = u.utterance.strip()
-        if caption and not text[:1] in ".,;:!?":
+        if caption and text[:1] not in ".,;:!?":
             caption += " "
         caption += text
     return caption
