@@ -13,3 +13,19 @@ class DataFormatError(GroundrtError, ValueError):
 
 class PredictionFormatError(GroundrtError, ValueError):
     """A prediction file does not follow the groundrt prediction format."""
+
+
+class TokenizerError(GroundrtError, ValueError):
+    """A tokenizer model is missing or unreadable, or a caption / phrase span cannot be encoded."""
+
+
+class CaptionTooLongError(TokenizerError):
+    """A caption has more tokens than the text engine accepts; the caller decides to truncate."""
+
+    def __init__(self, num_tokens: int, max_tokens: int, caption: str) -> None:
+        self.num_tokens = num_tokens
+        self.max_tokens = max_tokens
+        preview = caption if len(caption) <= 60 else caption[:57] + "..."
+        super().__init__(
+            f"caption {preview!r} is {num_tokens} tokens long (BOS included), more than the "
+            f"limit of {max_tokens} tokens: shorten the caption or truncate it")

@@ -15,7 +15,13 @@ EXAMPLES = """examples:
   groundrt data synth --out data/synth --split val --count 1000 --seed 20261125
   groundrt data gt-pred --data data/synth --split val --out pred/gt.json
   groundrt eval --pred pred/gt.json --data data/synth --split val --json report.json
+  groundrt train --data data/synth --out runs/teacher --config teacher
+  groundrt predict --model runs/teacher --data data/synth --split val --out pred/teacher.json
 """
+
+# The optional extra that provides a module a command may need.
+EXTRA_OF_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
+                   "safetensors": "export", "scipy": "export", "tensorrt": "gpu", "pycuda": "gpu"}
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -46,6 +52,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(report.table())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from groundrt.model.config import PRESETS, ModelConfig
+    from groundrt.train.trainer import TrainConfig, train
+
+    model_cfg = PRESETS[args.config] if args.config in PRESETS else ModelConfig.load(args.config)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                   ("lr", args.lr), ("seed", args.seed),
+                                   ("val_limit", args.val_limit)) if v is not None}
+    state = train(args.data, args.out, model_cfg, replace(TrainConfig(), **overrides),
+                  resume=args.resume, progress=not args.quiet)
+    last = state["history"][-1] if state["history"] else {}
+    print(f"trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} min; "
+          f"val AR {last.get('overall', float('nan')):.4f}; run in {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from groundrt.model.inference import predict_split
+
+    path = predict_split(args.model, args.data, args.split, args.out, progress=not args.quiet)
+    print(f"wrote predictions to {path}")
     return 0
 
 
@@ -82,6 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--soft", action="store_true", help="soft-map PNGs instead of RLE")
     gt.set_defaults(handler=_cmd_data_gt_pred)
 
+    tr = commands.add_parser(
+        "train", help="train the grounding network (needs the [export] extra: torch)",
+        epilog="example: groundrt train --data data/synth --out runs/teacher --config teacher",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--data", required=True, help="dataset folder with train and val splits")
+    tr.add_argument("--out", required=True, help="run folder (checkpoints, tokenizer, logs)")
+    tr.add_argument("--config", default="teacher",
+                    help="a preset (teacher, student, tiny) or a model config JSON")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--val-limit", type=int, help="val narratives scored after each epoch")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(handler=_cmd_train)
+
+    pr = commands.add_parser(
+        "predict", help="write a run's masks for a split in the prediction format",
+        epilog="example: groundrt predict --model runs/teacher --data data/synth --split val "
+               "--out pred/teacher.json")
+    pr.add_argument("--model", required=True, help="run folder")
+    pr.add_argument("--data", required=True, help="dataset folder")
+    pr.add_argument("--split", required=True, help="e.g. val")
+    pr.add_argument("--out", required=True, help="a .json file or a folder")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(handler=_cmd_predict)
+
     ev = commands.add_parser(
         "eval", help="score predictions with the official PNG metric",
         epilog="example: groundrt eval --pred pred.json --data data/synth --split val")
@@ -101,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits with 2 on bad usage
     try:
         return args.handler(args)
+    except ModuleNotFoundError as exc:
+        if args.debug:
+            raise
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        hint = f": pip install 'groundrt[{extra}]'" if extra else ""
+        print(f"groundrt: error: {exc.name} is not installed{hint}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass, field
 
-# BERT's basic tokenizer, which the official PNG preprocessing uses to compare a caption with its
-# utterances: runs of letters/digits are words, every punctuation or symbol character is a word.
-_WORD = re.compile(r"[^\W_]+|[^\w\s]|_")
+from groundrt.text.words import WORD_PATTERN
 
 
 @dataclass(frozen=True)
@@ -21,7 +18,7 @@ class Word:
 def basic_words(text: str) -> list[Word]:
     """Words of `text` as BERT's basic tokenizer splits them (lower case, punctuation apart)."""
     words = []
-    for m in _WORD.finditer(text):
+    for m in WORD_PATTERN.finditer(text):
         norm = unicodedata.normalize("NFD", m.group().lower())
         norm = "".join(ch for ch in norm if unicodedata.category(ch) != "Mn")
         words.append(Word(norm, m.start(), m.end()))

@@ -1,0 +1,123 @@
+"""Image path: a residual CNN backbone, an FPN pixel decoder and a small query decoder.
+
+image [B, 3, S, S] -> pixel_embed [B, D, S/stride, S/stride] and mask_embed [B, Q, D].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundrt.model.config import ModelConfig
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: bool = True):
+    layers = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+              nn.BatchNorm2d(c_out)]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels),
+                                  conv_bn(channels, channels, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class Backbone(nn.Module):
+    """Features at strides 4, 8, 16, 32 with `cfg.widths` channels."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w = cfg.widths
+        self.stem = nn.Sequential(conv_bn(3, w[0] // 2, stride=2), conv_bn(w[0] // 2, w[0],
+                                                                           stride=2))
+        self.stages = nn.ModuleList()
+        for i, (width, depth) in enumerate(zip(w, cfg.depths, strict=True)):
+            down = [] if i == 0 else [conv_bn(w[i - 1], width, stride=2)]
+            self.stages.append(nn.Sequential(*down, *[BasicBlock(width) for _ in range(depth)]))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """[B, 2, h, w] normalized x and y coordinates in [-1, 1], so embeddings know position."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device)
+    xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(b, -1, -1, -1)
+
+
+class PixelDecoder(nn.Module):
+    """Top-down FPN to `pixel_stride`, then coordinates + convs -> pixel_embed [B, D, h, w]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c = cfg.fpn_dim
+        self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in cfg.widths)
+        self.smooth = nn.ModuleList(conv_bn(c, c) for _ in cfg.widths[:-1])
+        self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
+        self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, cfg.embed_dim, 1))
+        self.finest = 0 if cfg.pixel_stride == 4 else 1
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries)."""
+        x = self.lateral[-1](features[-1])
+        memory = None
+        for level in range(len(features) - 2, self.finest - 1, -1):
+            x = F.interpolate(x, size=features[level].shape[-2:], mode="bilinear",
+                              align_corners=False)
+            x = self.smooth[level](x + self.lateral[level](features[level]))
+            if level == 2:
+                memory = self.to_memory(x)
+        x = torch.cat([x, coordinate_channels(x)], dim=1)
+        return self.head(x), memory
+
+
+class QueryDecoder(nn.Module):
+    """Q learned queries attend to the stride-16 features -> mask_embed [B, Q, D]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        c, side = cfg.query_dim, cfg.input_size // 16
+        self.queries = nn.Parameter(torch.randn(cfg.num_queries, c) * 0.1)
+        self.memory_pos = nn.Parameter(torch.randn(side * side, c) * 0.02)
+        layer = nn.TransformerDecoderLayer(c, nhead=4, dim_feedforward=2 * c, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, cfg.query_layers)
+        self.norm = nn.LayerNorm(c)
+        self.mask_mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True),
+                                      nn.Linear(c, cfg.embed_dim))
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        b = memory.shape[0]
+        tokens = memory.flatten(2).transpose(1, 2) + self.memory_pos  # [B, h*w, C]
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
+        return self.mask_mlp(self.norm(self.layers(queries, tokens)))
+
+
+class ImageEncoder(nn.Module):
+    """image [B, 3, S, S] (normalized) -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = Backbone(cfg)
+        self.pixel_decoder = PixelDecoder(cfg)
+        self.query_decoder = QueryDecoder(cfg)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixel_embed, memory = self.pixel_decoder(self.backbone(image))
+        return pixel_embed, self.query_decoder(memory)

@@ -1,0 +1,58 @@
+"""PyTorch inference of a run: phrase masks at the original image size (the reference path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from groundrt.data import PNGDataset
+from groundrt.metric import PredictionWriter
+from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
+from groundrt.model.grounding import phrase_mask_logits, select_queries
+from groundrt.model.network import GroundingNet
+from groundrt.preprocess import Letterbox
+from groundrt.text.tokenizer import Tokenizer
+from groundrt.train.examples import Example, build_examples, collate
+
+
+@torch.no_grad()
+def predict_masks(model: GroundingNet, examples: list[Example], sizes: list[tuple[int, int]],
+                  batch_size: int = 16) -> Iterator[tuple[Example, np.ndarray]]:
+    """For each example, its phrase masks [P, H, W] bool at the original (H, W) in `sizes`."""
+    model.eval()
+    cfg = model.cfg
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate(chunk, loss_size=1)
+        out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+        selected = select_queries(out.affinity, batch.plural, cfg.plural_threshold)
+        logits = phrase_mask_logits(selected, out.query_logits)  # [B, P, h, w]
+        for i, example in enumerate(chunk):
+            height, width = sizes[start + i]
+            box = Letterbox(cfg.input_size, height, width)
+            p = len(example.spans)
+            maps = box.to_original(logits[i, :p].numpy(), cfg.pixel_stride)
+            yield example, maps > 0
+
+
+
+def predict_split(run: str | Path, data: str | Path, split: str, out: str | Path,
+                  batch_size: int = 16, progress: bool = True) -> Path:
+    """`groundrt predict`: a run's masks for every grounded phrase of a split, as RLE."""
+    run = Path(run)
+    model = load_model(run)
+    dataset = PNGDataset(data, split)
+    examples = build_examples(dataset, Tokenizer(run / TOKENIZER_FILE), model.cfg, progress)
+    by_key = {p.key: p for p in dataset.phrases}
+    sizes = [dataset.image_size(by_key[e.keys[0]].image_id) for e in examples]
+    writer = PredictionWriter(out)
+    results = predict_masks(model, examples, sizes, batch_size)
+    for example, masks in tqdm(results, total=len(examples), desc="predict", unit="img",
+                               disable=not progress):
+        for key, mask in zip(example.keys, masks, strict=True):
+            writer.add_mask(key, mask, by_key[key].text)
+    return writer.close()

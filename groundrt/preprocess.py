@@ -1,0 +1,76 @@
+"""Image preprocessing shared by training, prediction and the runtime: letterbox + normalize.
+
+The model sees a square `size` x `size` image: the original is scaled to fit (aspect kept),
+placed at the top-left corner and padded with grey. `Letterbox` remembers the geometry so that
+maps predicted on the square can be cropped and resized back to the original size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MEAN_RGB = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD_RGB = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    size: int  # side of the square input
+    height: int  # original image size
+    width: int
+
+    @property
+    def scale(self) -> float:
+        return self.size / max(self.height, self.width)
+
+    @property
+    def inner(self) -> tuple[int, int]:
+        """(h, w) of the resized image inside the square."""
+        return (max(1, round(self.height * self.scale)), max(1, round(self.width * self.scale)))
+
+    def apply(self, image: np.ndarray, interpolation: int = cv2.INTER_AREA,
+              pad: int = PAD_VALUE) -> np.ndarray:
+        """[H, W, ...] -> [size, size, ...]: resize into the top-left corner, pad the rest."""
+        h, w = self.inner
+        resized = cv2.resize(image, (w, h), interpolation=interpolation)
+        out = np.full((self.size, self.size) + image.shape[2:], pad, dtype=image.dtype)
+        out[:h, :w] = resized.reshape((h, w) + image.shape[2:])
+        return out
+
+    def crop_region(self, stride: int) -> tuple[float, float]:
+        """(h, w) of the image region in a map of stride `stride` (fractional cells)."""
+        h, w = self.inner
+        return h / stride, w / stride
+
+    def to_original(self, maps: np.ndarray, stride: int) -> np.ndarray:
+        """[..., h, w] float maps at `stride` -> [..., H, W] at the original size, bilinear.
+
+        Pixel centres are aligned (align_corners=False), as torch's bilinear resize does.
+        """
+        lead = maps.shape[:-2]
+        flat = maps.reshape((-1,) + maps.shape[-2:])
+        crop_h, crop_w = self.crop_region(stride)
+        out = np.empty((flat.shape[0], self.height, self.width), dtype=np.float32)
+        # Map each original pixel centre to map coordinates and sample bilinearly.
+        map_x = ((np.arange(self.width, dtype=np.float32) + 0.5) * (crop_w / self.width) - 0.5)
+        map_y = ((np.arange(self.height, dtype=np.float32) + 0.5) * (crop_h / self.height) - 0.5)
+        grid_x = np.ascontiguousarray(np.broadcast_to(map_x[None, :], (self.height, self.width)))
+        grid_y = np.ascontiguousarray(np.broadcast_to(map_y[:, None], (self.height, self.width)))
+        # Cells beyond the image region (padding) must not bleed in: clamp at the region's edge.
+        rows, cols = min(flat.shape[1], int(np.ceil(crop_h))), min(flat.shape[2],
+                                                                  int(np.ceil(crop_w)))
+        for i, m in enumerate(flat):
+            region = np.ascontiguousarray(m[:rows, :cols], dtype=np.float32)
+            out[i] = cv2.remap(region, grid_x, grid_y, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        return out.reshape(lead + (self.height, self.width))
+
+
+def normalize(image_bgr: np.ndarray) -> np.ndarray:
+    """[S, S, 3] uint8 BGR -> [3, S, S] float32, RGB, ImageNet mean/std."""
+    rgb = image_bgr[..., ::-1].astype(np.float32)
+    return ((rgb - MEAN_RGB) / STD_RGB).transpose(2, 0, 1).copy()

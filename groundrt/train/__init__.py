@@ -1,0 +1,1 @@
+"""Training of the grounding network (PyTorch): data, losses, the loop, checkpoints."""

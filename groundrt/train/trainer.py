@@ -1,0 +1,164 @@
+"""`groundrt train`: AdamW + cosine schedule, validation AR each epoch, resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from groundrt.data import PNGDataset
+from groundrt.metric import accuracy_at, average_recall, soft_iou
+from groundrt.model.checkpoint import (
+    STATE_FILE,
+    TOKENIZER_FILE,
+    load_model,
+    load_optimizer,
+    save_model,
+    save_optimizer,
+    write_json,
+)
+from groundrt.model.config import PRESETS, ModelConfig
+from groundrt.model.inference import predict_masks
+from groundrt.model.network import GroundingNet
+from groundrt.text.tokenizer import Tokenizer, train_tokenizer
+from groundrt.train.examples import Example, build_examples, collate
+from groundrt.train.losses import grounding_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    seed: int = 0
+    loss_size: int = 128  # masks are compared at this side (letterboxed square)
+    val_limit: int = 300  # narratives of the val split scored after each epoch
+    checkpoint_every: int = 200  # steps between checkpoints inside an epoch
+    threads: int = 2
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example]) -> dict:
+    """AR overall / things / stuff / singulars / plurals on `examples` (a val subset)."""
+    by_key = {p.key: p for p in dataset.phrases}
+    sizes = [dataset.image_size(by_key[e.keys[0]].image_id) for e in examples]
+    groups: dict[str, list[float]] = {}
+    for example, masks in predict_masks(model, examples, sizes):
+        panoptic = dataset.read_panoptic(by_key[example.keys[0]].image_id)
+        for key, mask in zip(example.keys, masks, strict=True):
+            phrase = by_key[key]
+            iou = soft_iou(mask, dataset.gt_mask(panoptic, phrase))
+            names = ["overall", "things" if phrase.is_thing else "stuff",
+                     "plurals" if phrase.is_plural else "singulars"]
+            for name in names + [f"phenomenon:{p}" for p in phrase.phenomena]:
+                groups.setdefault(name, []).append(iou)
+    report = {name: average_recall(v) for name, v in groups.items()}
+    report["acc@0.5"] = accuracy_at(groups.get("overall", []))
+    return report
+
+
+def prepare_tokenizer(run: Path, train_set: PNGDataset) -> Tokenizer:
+    path = run / TOKENIZER_FILE
+    if not path.is_file():
+        train_tokenizer((n.caption for n in train_set.narratives), run)
+    return Tokenizer(path)
+
+
+def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = None,
+          cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True) -> dict:
+    """Trains a model on `data`'s train split, validating on its val split; returns the history."""
+    run = Path(run)
+    resuming = resume and (run / STATE_FILE).is_file()
+    if run.exists() and any(run.iterdir()) and not resuming:
+        if resume:
+            shutil.rmtree(run)  # --resume on a run that never saved a checkpoint: start over
+        else:
+            raise FileExistsError(f"run folder {run} is not empty: pass --resume to continue "
+                                  "it or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    train_set, val_set = PNGDataset(data, "train"), PNGDataset(data, "val")
+    tokenizer = prepare_tokenizer(run, train_set)
+    if resuming:
+        model = load_model(run)
+    else:
+        base = model_cfg or PRESETS["teacher"]
+        model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
+    train_examples = build_examples(train_set, tokenizer, model.cfg, progress)
+    val_examples = build_examples(val_set, tokenizer, model.cfg, progress)
+    chosen = np.random.default_rng(cfg.seed).permutation(len(val_examples))[:cfg.val_limit]
+    val_examples = [val_examples[i] for i in sorted(chosen)]
+
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    steps_per_epoch = len(train_examples) // cfg.batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "history": [], "elapsed_s": 0.0,
+             "train_config": asdict(cfg)}
+    if resuming:
+        state = load_optimizer(run, optimizer)
+    write_json(run / "train_config.json", asdict(cfg))
+
+    def checkpoint() -> None:
+        save_optimizer(run, optimizer, state)
+        save_model(run, model, state["step"])
+
+    started = time.perf_counter() - state["elapsed_s"]
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_examples))
+        model.train()
+        bar = tqdm(range(state["step_in_epoch"], steps_per_epoch), desc=f"epoch {epoch + 1}/"
+                   f"{cfg.epochs}", unit="step", disable=not progress)
+        tick, parts = time.perf_counter(), {}
+        for k in bar:
+            torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
+            batch = collate([train_examples[j] for j in
+                             order[k * cfg.batch_size:(k + 1) * cfg.batch_size]], cfg.loss_size)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state["step"], total_steps, cfg)
+            out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+            loss, parts = grounding_loss(out, batch, cfg.loss_size)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            state["step"] += 1
+            state["step_in_epoch"] = k + 1
+            now = time.perf_counter()
+            bar.set_postfix(loss=f"{parts['total']:.3f}",
+                            img_s=f"{cfg.batch_size / (now - tick):.1f}")
+            tick = now
+            if state["step"] % cfg.checkpoint_every == 0:
+                state["elapsed_s"] = time.perf_counter() - started
+                checkpoint()
+        bar.close()
+        metrics = validate(model, val_set, val_examples)
+        state["history"].append({"epoch": epoch + 1, "step": state["step"],
+                                 "elapsed_s": round(time.perf_counter() - started, 1),
+                                 "last_loss": parts, **metrics})
+        print(json.dumps(state["history"][-1]), flush=True)
+        state.update(epoch=epoch + 1, step_in_epoch=0,
+                     elapsed_s=time.perf_counter() - started)
+        checkpoint()
+    return state

@@ -1,0 +1,124 @@
+"""The grounding network: shapes, gradients, the grounding arithmetic, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the model needs the [export] extra (torch)")
+
+from groundrt.model.checkpoint import load_model, save_model  # noqa: E402
+from groundrt.model.config import PRESETS, ConfigError, ModelConfig  # noqa: E402
+from groundrt.model.grounding import (  # noqa: E402
+    mask_logits,
+    mask_phrase_affinity,
+    phrase_mask_logits,
+    select_queries,
+    soft_phrase_probs,
+)
+from groundrt.model.network import GroundingNet  # noqa: E402
+
+TINY = PRESETS["tiny"]
+
+
+def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(b, 3, cfg.input_size, cfg.input_size, generator=g)
+    tokens = torch.randint(4, cfg.vocab_size, (b, t), generator=g)
+    padding = torch.zeros(b, t, dtype=torch.bool)
+    padding[0, t - 3:] = True
+    starts = torch.randint(1, t - 4, (b, p, 1), generator=g)
+    spans = torch.cat([starts, starts + 2], dim=-1)
+    return image, tokens, padding, spans
+
+
+@pytest.mark.parametrize("p", [0, 1, 30])
+def test_output_shapes_and_dtypes(p):
+    torch.manual_seed(0)
+    net = GroundingNet(TINY).eval()
+    with torch.no_grad():
+        out = net(*inputs(TINY, 2, p))
+    h = TINY.input_size // TINY.pixel_stride
+    d, q = TINY.embed_dim, TINY.num_queries
+    assert out.pixel_embed.shape == (2, d, h, h)
+    assert out.mask_embed.shape == (2, q, d)
+    assert out.phrase_embed.shape == (2, p, d)
+    assert out.affinity.shape == (2, p, q)
+    assert out.query_logits.shape == (2, q, h, h)
+    for tensor in (out.pixel_embed, out.mask_embed, out.phrase_embed, out.affinity):
+        assert tensor.dtype == torch.float32 and torch.isfinite(tensor).all()
+    plural = torch.zeros(2, p, dtype=torch.bool)
+    plural[:, ::2] = True
+    selected = select_queries(out.affinity, plural, TINY.plural_threshold)
+    assert selected.shape == (2, p, q) and selected.dtype == torch.bool
+    logits = phrase_mask_logits(selected, out.query_logits)
+    assert logits.shape == (2, p, h, h) and torch.isfinite(logits).all()
+
+
+def test_gradients_reach_both_paths():
+    torch.manual_seed(0)
+    net = GroundingNet(TINY)
+    image, tokens, padding, spans = inputs(TINY, 2, 3)
+    out = net(image, tokens, padding, spans)
+    plural = torch.tensor([[True, False, False], [False, True, False]])
+    soft_phrase_probs(out.affinity, plural, out.query_logits).mean().backward()
+    for name in ("image_encoder.backbone.stem.0.0.weight", "text_encoder.embed.weight",
+                 "text_encoder.layers.layers.0.self_attn.in_proj_weight", "logit_scale",
+                 "image_encoder.query_decoder.queries"):
+        grad = dict(net.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_grounding_arithmetic_against_numpy():
+    g = torch.Generator().manual_seed(1)
+    phrase = torch.randn(1, 3, 8, generator=g)
+    masks = torch.randn(1, 5, 8, generator=g)
+    pixels = torch.randn(1, 8, 4, 6, generator=g)
+    scale, bias = torch.tensor(2.0), torch.tensor(-1.0)
+    aff = mask_phrase_affinity(phrase, masks, scale, bias)[0].numpy()
+    p = phrase[0].numpy() / np.linalg.norm(phrase[0].numpy(), axis=-1, keepdims=True)
+    m = masks[0].numpy() / np.linalg.norm(masks[0].numpy(), axis=-1, keepdims=True)
+    np.testing.assert_allclose(aff, np.exp(2.0) * p @ m.T - 1.0, rtol=1e-5, atol=1e-5)
+
+    query = mask_logits(masks, pixels)[0].numpy()
+    np.testing.assert_allclose(query, np.einsum("qd,dhw->qhw", masks[0].numpy(),
+                                                pixels[0].numpy()), rtol=1e-5, atol=1e-5)
+    plural = torch.tensor([[False, True, True]])
+    affinity = torch.tensor([[[5.0, 1, 0, 0, 0], [3.0, 2.0, -4, -4, -4], [-9.0, -9, -9, -9, -8]]])
+    selected = select_queries(affinity, plural, 0.5)[0].numpy()
+    assert selected.tolist() == [[True, False, False, False, False],
+                                 [True, True, False, False, False],
+                                 [False, False, False, False, True]]  # top-1 at least
+    logits = phrase_mask_logits(torch.from_numpy(selected)[None], mask_logits(masks, pixels))
+    np.testing.assert_allclose(logits[0, 1].numpy(), np.maximum(query[0], query[1]), rtol=1e-6)
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(3)
+    net = GroundingNet(TINY)
+    net.train()
+    net(*inputs(TINY, 2, 2))  # moves the BatchNorm running statistics
+    save_model(tmp_path / "run", net)
+    loaded = load_model(tmp_path / "run")
+    assert loaded.cfg == TINY
+    for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    net.eval(), loaded.eval()
+    with torch.no_grad():
+        x = inputs(TINY, 1, 4)
+        assert torch.equal(net(*x).affinity, loaded(*x).affinity)
+
+
+def test_wrong_config_is_a_clear_error(tmp_path):
+    save_model(tmp_path / "run", GroundingNet(TINY))
+    with pytest.raises(ConfigError, match=r"does not match the model config \(image_encoder\."
+                       r"pixel_decoder.head.1.bias: checkpoint \(16,\) vs config \(32,\)"):
+        load_model(tmp_path / "run", replace(TINY, embed_dim=TINY.embed_dim * 2))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**TINY.to_json(), "depth": 3}))
+    with pytest.raises(ConfigError, match="unknown model config keys: \\['depth'\\]"):
+        load_model(tmp_path / "run")
+    with pytest.raises(ConfigError, match="pixel_stride must be 4 or 8"):
+        replace(TINY, pixel_stride=2)

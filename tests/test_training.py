@@ -1,0 +1,87 @@
+"""Training on a tiny generated set: the loss falls, runs are deterministic and resumable."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the [export] extra (torch)")
+
+from groundrt.data import PNGDataset  # noqa: E402
+from groundrt.model.checkpoint import MODEL_FILE, STATE_FILE  # noqa: E402
+from groundrt.model.config import PRESETS  # noqa: E402
+from groundrt.model.network import GroundingNet  # noqa: E402
+from groundrt.synth.dataset import synthesize  # noqa: E402
+from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
+from groundrt.train.examples import build_examples, collate  # noqa: E402
+from groundrt.train.losses import grounding_loss  # noqa: E402
+from groundrt.train.trainer import TrainConfig, train  # noqa: E402
+
+TINY = PRESETS["tiny"]
+FAST = TrainConfig(epochs=2, batch_size=4, lr=3e-3, warmup_steps=2, loss_size=32, val_limit=4,
+                   checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, "train", 12, seed=5, size=(128, 96), workers=1, progress=False)
+    synthesize(root, "val", 4, seed=6, size=(128, 96), workers=1, progress=False)
+    return root
+
+
+def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
+    train_set = PNGDataset(tiny_data, "train")
+    tokenizer = Tokenizer(train_tokenizer((n.caption for n in train_set.narratives), tmp_path))
+    cfg = replace(TINY, vocab_size=tokenizer.vocab_size)
+    examples = build_examples(train_set, tokenizer, cfg, progress=False)
+    batch = collate(examples[:4], loss_size=32)
+    torch.manual_seed(0)
+    model = GroundingNet(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+        loss, parts = grounding_loss(out, batch, 32)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(parts["total"])
+    assert set(parts) == {"query_bce", "query_dice", "affinity", "phrase_bce", "phrase_dice",
+                          "total"}
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_training_is_deterministic_and_validates(tiny_data, tmp_path):
+    a = train(tiny_data, tmp_path / "a", TINY, FAST, progress=False)
+    b = train(tiny_data, tmp_path / "b", TINY, FAST, progress=False)
+    assert [h["epoch"] for h in a["history"]] == [1, 2]
+    assert 0.0 <= a["history"][-1]["overall"] <= 1.0
+    assert (tmp_path / "a" / MODEL_FILE).read_bytes() == (tmp_path / "b" / MODEL_FILE).read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_data, tmp_path / "a", TINY, FAST, progress=False)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
+    cfg = replace(FAST, epochs=3)
+    train(tiny_data, tmp_path / "whole", TINY, cfg, progress=False)
+    run = tmp_path / "killed"
+    code = (f"from groundrt.train.trainer import TrainConfig, train; "
+            f"from groundrt.model.config import PRESETS; "
+            f"train({str(tiny_data)!r}, {str(run)!r}, PRESETS['tiny'], "
+            f"TrainConfig(**{json.dumps(cfg.__dict__)}), progress=False)")
+    process = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not (run / STATE_FILE).is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    train(tiny_data, run, TINY, cfg, resume=True, progress=False)
+    assert (run / MODEL_FILE).read_bytes() == (tmp_path / "whole" / MODEL_FILE).read_bytes()
