@@ -61,7 +61,7 @@ def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
 
 def test_training_is_deterministic_and_validates(tiny_data, tmp_path):
     a = train(tiny_data, tmp_path / "a", TINY, FAST, progress=False)
-    b = train(tiny_data, tmp_path / "b", TINY, FAST, progress=False)
+    train(tiny_data, tmp_path / "b", TINY, FAST, progress=False)
     assert [h["epoch"] for h in a["history"]] == [1, 2]
     assert 0.0 <= a["history"][-1]["overall"] <= 1.0
     assert (tmp_path / "a" / MODEL_FILE).read_bytes() == (tmp_path / "b" / MODEL_FILE).read_bytes()
