@@ -81,6 +81,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split_arguments(parser: argparse.ArgumentParser, out_help: str | None = None) -> None:
+    """--data and --split (and --out when `out_help` is given): the dataset a command reads."""
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--split", required=True, help="e.g. val or val2017")
+    if out_help:
+        parser.add_argument("--out", required=True, help=out_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundrt", description="Panoptic Narrative Grounding: data, metric and runtime.",
@@ -108,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     gt = data_commands.add_parser(
         "gt-pred", help="write a split's ground truth as a prediction file (checks the metric)",
         epilog="example: groundrt data gt-pred --data data/synth --split val --out gt.json")
-    gt.add_argument("--data", required=True, help="dataset folder")
-    gt.add_argument("--split", required=True, help="e.g. val or val2017")
-    gt.add_argument("--out", required=True, help="a .json file or a folder")
+    _add_split_arguments(gt, out_help="a .json file or a folder")
     gt.add_argument("--soft", action="store_true", help="soft-map PNGs instead of RLE")
     gt.set_defaults(handler=_cmd_data_gt_pred)
 
@@ -136,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groundrt predict --model runs/teacher --data data/synth --split val "
                "--out pred/teacher.json")
     pr.add_argument("--model", required=True, help="run folder")
-    pr.add_argument("--data", required=True, help="dataset folder")
-    pr.add_argument("--split", required=True, help="e.g. val")
-    pr.add_argument("--out", required=True, help="a .json file or a folder")
+    _add_split_arguments(pr, out_help="a .json file or a folder")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(handler=_cmd_predict)
 
@@ -147,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groundrt eval --pred pred.json --data data/synth --split val")
     ev.add_argument("--pred", required=True, help="prediction file (or folder with "
                     "predictions.json); format in the README")
-    ev.add_argument("--data", required=True, help="dataset folder")
-    ev.add_argument("--split", required=True, help="e.g. val or val2017")
+    _add_split_arguments(ev)
     ev.add_argument("--json", help="also write the report as JSON here")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_cmd_eval)

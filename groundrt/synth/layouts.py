@@ -101,16 +101,25 @@ def sky_ground(c: _Canvas, rng: np.random.Generator) -> None:
         c.road = RoadLine(c.w / 2, mid, 1.0, 0.0)
 
 
+def _ground_maybe_under_sky(c: _Canvas, rng: np.random.Generator, sky_chance: float,
+                            wave: float) -> tuple[float, np.ndarray]:
+    """Grass or sand everywhere, then maybe a sky above a wavy horizon.
+
+    Returns the horizon's mean row (0 without sky) and the sky's [H, W] bool mask.
+    """
+    c.fill(_pick(rng, ("grass", "sand")))
+    sky = np.zeros((c.h, c.w), bool)
+    if rng.random() >= sky_chance:
+        return 0.0, sky
+    horizon = _horizon(c, rng, 0.15, 0.35, wave)
+    sky = c.ys < horizon
+    c.fill("sky", sky)
+    return float(horizon.mean()), sky
+
+
 def pond(c: _Canvas, rng: np.random.Generator) -> None:
     """An irregular pond of water inside grass or sand, sometimes under the sky."""
-    c.fill(_pick(rng, ("grass", "sand")))
-    top = 0.0
-    sky = np.zeros((c.h, c.w), bool)
-    if rng.random() < 0.6:
-        horizon = _horizon(c, rng, 0.15, 0.35, 0.04)
-        sky = c.ys < horizon
-        c.fill("sky", sky)
-        top = float(horizon.mean())
+    top, sky = _ground_maybe_under_sky(c, rng, sky_chance=0.6, wave=0.04)
     rx = c.w * rng.uniform(0.15, 0.35)
     ry = min(c.h * rng.uniform(0.12, 0.28), 0.45 * (c.h - top))
     cx = c.w * rng.uniform(0.3, 0.7)
@@ -120,14 +129,7 @@ def pond(c: _Canvas, rng: np.random.Generator) -> None:
 
 def road_strip(c: _Canvas, rng: np.random.Generator) -> None:
     """A road strip running diagonally across grass or sand; maybe sky above, a pond beside."""
-    c.fill(_pick(rng, ("grass", "sand")))
-    top = 0.0
-    sky = np.zeros((c.h, c.w), bool)
-    if rng.random() < 0.45:
-        horizon = _horizon(c, rng, 0.15, 0.35, 0.03)
-        sky = c.ys < horizon
-        c.fill("sky", sky)
-        top = float(horizon.mean())
+    top, sky = _ground_maybe_under_sky(c, rng, sky_chance=0.45, wave=0.03)
     angle = np.deg2rad(rng.uniform(20, 75)) * (1 if rng.random() < 0.5 else -1)
     line = RoadLine(c.w * rng.uniform(0.3, 0.7), rng.uniform(top + 0.3 * (c.h - top),
                                                              top + 0.7 * (c.h - top)),

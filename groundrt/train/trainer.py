@@ -146,7 +146,7 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
             state["step"] += 1
             state["step_in_epoch"] = k + 1
             now = time.perf_counter()
-            bar.set_postfix(loss=f"{parts['total']:.3f}",
+            bar.set_postfix(refresh=False, loss=f"{parts['total']:.3f}",
                             img_s=f"{cfg.batch_size / (now - tick):.1f}")
             tick = now
             if state["step"] % cfg.checkpoint_every == 0:
