@@ -85,3 +85,18 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     process.wait()
     train(tiny_data, run, TINY, cfg, resume=True, progress=False)
     assert (run / MODEL_FILE).read_bytes() == (tmp_path / "whole" / MODEL_FILE).read_bytes()
+
+
+def test_predict_writes_every_phrase_for_eval(tiny_data, tmp_path):
+    from groundrt.metric import PredictionReader, evaluate
+    from groundrt.runtime.cli import main
+
+    train(tiny_data, tmp_path / "run", TINY, replace(FAST, epochs=1), progress=False)
+    assert main(["predict", "--model", str(tmp_path / "run"), "--data", str(tiny_data),
+                 "--split", "val", "--out", str(tmp_path / "pred.json"), "--quiet"]) == 0
+    dataset = PNGDataset(tiny_data, "val")
+    predictions = PredictionReader(tmp_path / "pred.json")
+    assert predictions.keys() == {p.key for p in dataset.phrases}
+    report = evaluate(dataset, predictions)
+    assert report.missing_predictions == 0
+    assert 0.0 <= report.group("overall").ar <= 1.0
