@@ -19,6 +19,7 @@ from groundrt.model.network import GroundingNet
 
 MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.model"
 OPTIMIZER_FILE, STATE_FILE = "optimizer.safetensors", "train_state.json"
+CHECKPOINT_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, OPTIMIZER_FILE, STATE_FILE)
 
 
 def _atomic(path: Path, write) -> None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from groundrt.data import PNGDataset
 from groundrt.metric import accuracy_at, average_recall, soft_iou
 from groundrt.model.checkpoint import (
-    STATE_FILE,
+    CHECKPOINT_FILES,
     TOKENIZER_FILE,
     load_model,
     load_optimizer,
@@ -84,10 +84,11 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
           cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True) -> dict:
     """Trains a model on `data`'s train split, validating on its val split; returns the history."""
     run = Path(run)
-    resuming = resume and (run / STATE_FILE).is_file()
+    # A run killed before its first complete checkpoint holds only some of the files.
+    resuming = resume and all((run / name).is_file() for name in CHECKPOINT_FILES)
     if run.exists() and any(run.iterdir()) and not resuming:
         if resume:
-            shutil.rmtree(run)  # --resume on a run that never saved a checkpoint: start over
+            shutil.rmtree(run)  # --resume on a run with no complete checkpoint: start over
         else:
             raise FileExistsError(f"run folder {run} is not empty: pass --resume to continue "
                                   "it or choose another --out")
