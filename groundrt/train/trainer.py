@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from groundrt.data import PNGDataset
 from groundrt.metric import accuracy_at, average_recall, soft_iou
+from groundrt.metric.evaluate import phrase_groups
 from groundrt.model.checkpoint import (
     CHECKPOINT_FILES,
     TOKENIZER_FILE,
@@ -64,9 +65,7 @@ def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example]) 
         for key, mask in zip(example.keys, masks, strict=True):
             phrase = by_key[key]
             iou = soft_iou(mask, dataset.gt_mask(panoptic, phrase))
-            names = ["overall", "things" if phrase.is_thing else "stuff",
-                     "plurals" if phrase.is_plural else "singulars"]
-            for name in names + [f"phenomenon:{p}" for p in phrase.phenomena]:
+            for name in phrase_groups(phrase):
                 groups.setdefault(name, []).append(iou)
     report = {name: average_recall(v) for name, v in groups.items()}
     report["acc@0.5"] = accuracy_at(groups.get("overall", []))
