@@ -67,21 +67,23 @@ class PixelDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c = cfg.fpn_dim
-        self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in cfg.widths)
-        self.smooth = nn.ModuleList(conv_bn(c, c) for _ in cfg.widths[:-1])
+        self.finest = 0 if cfg.pixel_stride == 4 else 1  # the stride-4 level is unused at 8
+        used = cfg.widths[self.finest:]
+        self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in used)
+        self.smooth = nn.ModuleList(conv_bn(c, c) for _ in used[:-1])
         self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
         self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, cfg.embed_dim, 1))
-        self.finest = 0 if cfg.pixel_stride == 4 else 1
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries)."""
+        features = features[self.finest:]
         x = self.lateral[-1](features[-1])
         memory = None
-        for level in range(len(features) - 2, self.finest - 1, -1):
+        for level in range(len(features) - 2, -1, -1):
             x = F.interpolate(x, size=features[level].shape[-2:], mode="bilinear",
                               align_corners=False)
             x = self.smooth[level](x + self.lateral[level](features[level]))
-            if level == 2:
+            if level + self.finest == 2:  # stride 16
                 memory = self.to_memory(x)
         x = torch.cat([x, coordinate_channels(x)], dim=1)
         return self.head(x), memory

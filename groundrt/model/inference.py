@@ -20,9 +20,9 @@ from groundrt.train.examples import Example, build_examples, collate
 
 
 @torch.no_grad()
-def predict_masks(model: GroundingNet, examples: list[Example], sizes: list[tuple[int, int]],
+def predict_masks(model: GroundingNet, examples: list[Example],
                   batch_size: int = 16) -> Iterator[tuple[Example, np.ndarray]]:
-    """For each example, its phrase masks [P, H, W] bool at the original (H, W) in `sizes`."""
+    """For each example, its phrase masks [P, H, W] bool at the image's original (H, W)."""
     model.eval()
     cfg = model.cfg
     for start in range(0, len(examples), batch_size):
@@ -32,8 +32,7 @@ def predict_masks(model: GroundingNet, examples: list[Example], sizes: list[tupl
         selected = select_queries(out.affinity, batch.plural, cfg.plural_threshold)
         logits = phrase_mask_logits(selected, out.query_logits)  # [B, P, h, w]
         for i, example in enumerate(chunk):
-            height, width = sizes[start + i]
-            box = Letterbox(cfg.input_size, height, width)
+            box = Letterbox(cfg.input_size, *example.original_size)
             p = len(example.spans)
             maps = box.to_original(logits[i, :p].numpy(), cfg.pixel_stride)
             yield example, maps > 0
@@ -47,12 +46,11 @@ def predict_split(run: str | Path, data: str | Path, split: str, out: str | Path
     model = load_model(run)
     dataset = PNGDataset(data, split)
     examples = build_examples(dataset, Tokenizer(run / TOKENIZER_FILE), model.cfg, progress)
-    by_key = {p.key: p for p in dataset.phrases}
-    sizes = [dataset.image_size(by_key[e.keys[0]].image_id) for e in examples]
+    texts = {p.key: p.text for p in dataset.phrases}
     writer = PredictionWriter(out)
-    results = predict_masks(model, examples, sizes, batch_size)
+    results = predict_masks(model, examples, batch_size)
     for example, masks in tqdm(results, total=len(examples), desc="predict", unit="img",
                                disable=not progress):
         for key, mask in zip(example.keys, masks, strict=True):
-            writer.add_mask(key, mask, by_key[key].text)
+            writer.add_mask(key, mask, texts[key])
     return writer.close()

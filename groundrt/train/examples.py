@@ -19,6 +19,8 @@ from groundrt.text.tokenizer import Tokenizer
 class Example:
     """One narrative of a split, ready for the network."""
 
+    image_id: int
+    original_size: tuple[int, int]  # (H, W) of the image before letterboxing
     image: np.ndarray  # [S, S, 3] uint8 BGR, letterboxed
     panoptic: np.ndarray  # [S, S] int32 segment ids, letterboxed (nearest), 0 = padding
     segment_ids: np.ndarray  # [N] int32: every segment of the image (the queries' targets)
@@ -45,6 +47,8 @@ def build_examples(dataset: PNGDataset, tokenizer: Tokenizer, cfg: ModelConfig,
         encoding, spans = tokenizer.encode_phrases(narrative.caption,
                                                    [p.char_span for p in phrases])
         examples.append(Example(
+            image_id=image_id,
+            original_size=image.shape[:2],
             image=box.apply(image),
             panoptic=box.apply(ids, interpolation=cv2.INTER_NEAREST, pad=0),
             segment_ids=np.array(sorted(dataset.panoptic.images[image_id].segments),

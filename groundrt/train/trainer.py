@@ -58,10 +58,9 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example]) -> dict:
     """AR overall / things / stuff / singulars / plurals on `examples` (a val subset)."""
     by_key = {p.key: p for p in dataset.phrases}
-    sizes = [dataset.image_size(by_key[e.keys[0]].image_id) for e in examples]
     groups: dict[str, list[float]] = {}
-    for example, masks in predict_masks(model, examples, sizes):
-        panoptic = dataset.read_panoptic(by_key[example.keys[0]].image_id)
+    for example, masks in predict_masks(model, examples):
+        panoptic = dataset.read_panoptic(example.image_id)
         for key, mask in zip(example.keys, masks, strict=True):
             phrase = by_key[key]
             iou = soft_iou(mask, dataset.gt_mask(panoptic, phrase))
