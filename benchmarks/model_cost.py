@@ -9,26 +9,14 @@ the image path alone, and image + text paths with 8 phrases.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median, percentile, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from groundrt.model.checkpoint import load_model
 from groundrt.model.config import PRESETS
 from groundrt.model.network import GroundingNet
-
-
-def timed(fn, runs: int) -> list[float]:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)
 
 
 def main() -> None:
@@ -64,8 +52,8 @@ def main() -> None:
     print(f"GFLOPs (2 per multiply-add): image path {image_flops.get_total_flops() / 1e9:.3f}, "
           f"text path at 40 tokens {text_flops.get_total_flops() / 1e9:.4f}")
     for name, ms in (("image path", image_ms), ("image + text, 8 phrases", full_ms)):
-        print(f"latency {name}: median {statistics.median(ms):.1f} ms, "
-              f"p90 {ms[int(0.9 * (len(ms) - 1))]:.1f} ms over {args.runs}")
+        print(f"latency {name}: median {median(ms):.1f} ms, "
+              f"p90 {percentile(ms, 0.9):.1f} ms over {args.runs}")
 
 
 if __name__ == "__main__":

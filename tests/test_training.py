@@ -15,12 +15,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the [export] extra (torch)")
 
 from groundrt.data import PNGDataset  # noqa: E402
+from groundrt.examples import build_examples  # noqa: E402
 from groundrt.model.checkpoint import MODEL_FILE, STATE_FILE  # noqa: E402
 from groundrt.model.config import PRESETS  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.synth.dataset import synthesize  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
-from groundrt.train.examples import build_examples, collate  # noqa: E402
+from groundrt.train.batch import collate  # noqa: E402
 from groundrt.train.losses import grounding_loss  # noqa: E402
 from groundrt.train.trainer import TrainConfig, train  # noqa: E402
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -70,6 +72,27 @@ def phrase_ious(dataset: PNGDataset, predictions: PredictionReader,
             if pred is not None:
                 ious[index[id(phrase)]] = soft_iou(pred, dataset.gt_mask(panoptic, phrase))
     return ious
+
+
+def score_masks(dataset: PNGDataset, results: Iterable[tuple[Any, np.ndarray]]) -> dict:
+    """AR per group and acc@0.5 of in-memory masks, without a prediction file.
+
+    `results` yields (item, masks): `item.image_id` and `item.keys` (the phrase keys) name the
+    phrases of one narrative, masks [P, H, W] are their masks at the original size. Only the
+    phrases in `results` count (a val subset scores as such).
+    """
+    by_key = {p.key: p for p in dataset.phrases}
+    groups: dict[str, list[float]] = {}
+    for item, masks in results:
+        panoptic = dataset.read_panoptic(item.image_id)
+        for key, mask in zip(item.keys, masks, strict=True):
+            phrase = by_key[key]
+            iou = soft_iou(mask, dataset.gt_mask(panoptic, phrase))
+            for name in phrase_groups(phrase):
+                groups.setdefault(name, []).append(iou)
+    report = {name: average_recall(v) for name, v in groups.items()}
+    report["acc@0.5"] = accuracy_at(groups.get("overall", []))
+    return report
 
 
 def evaluate(dataset: PNGDataset, predictions: PredictionReader,

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from groundrt.errors import PredictionFormatError
 
@@ -157,3 +160,16 @@ class PredictionReader:
         if soft.ndim != 2 or not np.all((soft >= 0) & (soft <= 1)):
             raise PredictionFormatError(f"soft map {path} must be [H, W] with values in [0, 1]")
         return soft
+
+
+def write_mask_predictions(dataset: Any, results: Iterable[tuple[Any, np.ndarray]],
+                           out: str | Path, total: int, progress: bool = True) -> Path:
+    """Writes (item, masks [P, H, W]) results as RLE predictions (`item.keys` names the
+    phrases); returns the file written."""
+    texts = {p.key: p.text for p in dataset.phrases}
+    writer = PredictionWriter(out)
+    for example, masks in tqdm(results, total=total, desc="predict", unit="img",
+                               disable=not progress):
+        for key, mask in zip(example.keys, masks, strict=True):
+            writer.add_mask(key, mask, texts[key])
+    return writer.close()

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from groundrt.data import PNGDataset
-from groundrt.metric import PredictionWriter
+from groundrt.examples import Example, build_examples
+from groundrt.metric.predictions import write_mask_predictions
 from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
 from groundrt.model.grounding import phrase_mask_logits, select_queries
 from groundrt.model.network import GroundingNet
 from groundrt.preprocess import Letterbox
 from groundrt.text.tokenizer import Tokenizer
-from groundrt.train.examples import Example, build_examples, collate
+from groundrt.train.batch import collate
 
 
 @torch.no_grad()
@@ -41,16 +41,10 @@ def predict_masks(model: GroundingNet, examples: list[Example],
 
 def predict_split(run: str | Path, data: str | Path, split: str, out: str | Path,
                   batch_size: int = 16, progress: bool = True) -> Path:
-    """`groundrt predict`: a run's masks for every grounded phrase of a split, as RLE."""
+    """`groundrt predict --model RUN`: a run's masks for every grounded phrase of a split."""
     run = Path(run)
     model = load_model(run)
     dataset = PNGDataset(data, split)
     examples = build_examples(dataset, Tokenizer(run / TOKENIZER_FILE), model.cfg, progress)
-    texts = {p.key: p.text for p in dataset.phrases}
-    writer = PredictionWriter(out)
-    results = predict_masks(model, examples, batch_size)
-    for example, masks in tqdm(results, total=len(examples), desc="predict", unit="img",
-                               disable=not progress):
-        for key, mask in zip(example.keys, masks, strict=True):
-            writer.add_mask(key, mask, texts[key])
-    return writer.close()
+    return write_mask_predictions(dataset, predict_masks(model, examples, batch_size), out,
+                                  len(examples), progress)

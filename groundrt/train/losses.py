@@ -16,7 +16,7 @@ from scipy.optimize import linear_sum_assignment
 
 from groundrt.model.grounding import soft_phrase_probs
 from groundrt.model.network import GroundingOutput
-from groundrt.train.examples import Batch
+from groundrt.train.batch import Batch
 
 
 @dataclass
@@ -48,19 +48,30 @@ def match_queries(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
 
 
+def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
+    """[B, Q, h, w] -> [B, Q, s, s]: bilinear, as the runtime upsamples."""
+    return F.interpolate(query_logits, size=(loss_size, loss_size), mode="bilinear",
+                         align_corners=False)
+
+
 def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
-                   weights: LossWeights | None = None) -> tuple[torch.Tensor, dict]:
-    """Total loss and its parts (floats) for one batch."""
+                   weights: LossWeights | None = None,
+                   match_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Total loss and its parts (floats) for one batch.
+
+    `match_logits` [B, Q, s, s] (a teacher's) decide the query-to-segment matching instead of the
+    model's own logits, so that a student's query q learns what the teacher's query q holds.
+    """
     weights = weights or LossWeights()
-    logits = F.interpolate(out.query_logits, size=(loss_size, loss_size), mode="bilinear",
-                           align_corners=False)  # [B, Q, s, s]
+    logits = resize_logits(out.query_logits, loss_size)  # [B, Q, s, s]
+    match_logits = logits if match_logits is None else match_logits
     b, q = logits.shape[:2]
     total_q = {k: logits.new_zeros(()) for k in ("query_bce", "query_dice", "affinity")}
     phrase_targets = torch.zeros(b, batch.spans.shape[1], loss_size, loss_size)
     for i in range(b):
         flat = logits[i].flatten(1)  # [Q, HW]
         targets = batch.segment_masks[i].flatten(1)  # [N, HW]
-        rows, cols = match_queries(flat.detach(), targets)
+        rows, cols = match_queries(match_logits[i].flatten(1).detach(), targets)
         matched = flat[rows]
         total_q["query_bce"] = total_q["query_bce"] + F.binary_cross_entropy_with_logits(
             matched, targets[cols])

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from groundrt.data import PNGDataset
-from groundrt.metric import accuracy_at, average_recall, soft_iou
-from groundrt.metric.evaluate import phrase_groups
+from groundrt.examples import Example, build_examples
+from groundrt.metric.evaluate import score_masks
 from groundrt.model.checkpoint import (
     CHECKPOINT_FILES,
     TOKENIZER_FILE,
@@ -27,10 +28,13 @@ from groundrt.model.checkpoint import (
 )
 from groundrt.model.config import PRESETS, ModelConfig
 from groundrt.model.inference import predict_masks
-from groundrt.model.network import GroundingNet
+from groundrt.model.network import GroundingNet, GroundingOutput
 from groundrt.text.tokenizer import Tokenizer, train_tokenizer
-from groundrt.train.examples import Example, build_examples, collate
+from groundrt.train.batch import Batch, collate
 from groundrt.train.losses import grounding_loss
+
+# (output, batch, loss_size) -> (loss, float parts incl. "total"); distillation brings its own
+Objective = Callable[[GroundingOutput, Batch, int], tuple[torch.Tensor, dict]]
 
 
 @dataclass(frozen=True)
@@ -57,30 +61,30 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example]) -> dict:
     """AR overall / things / stuff / singulars / plurals on `examples` (a val subset)."""
-    by_key = {p.key: p for p in dataset.phrases}
-    groups: dict[str, list[float]] = {}
-    for example, masks in predict_masks(model, examples):
-        panoptic = dataset.read_panoptic(example.image_id)
-        for key, mask in zip(example.keys, masks, strict=True):
-            phrase = by_key[key]
-            iou = soft_iou(mask, dataset.gt_mask(panoptic, phrase))
-            for name in phrase_groups(phrase):
-                groups.setdefault(name, []).append(iou)
-    report = {name: average_recall(v) for name, v in groups.items()}
-    report["acc@0.5"] = accuracy_at(groups.get("overall", []))
-    return report
+    return score_masks(dataset, predict_masks(model, examples))
 
 
-def prepare_tokenizer(run: Path, train_set: PNGDataset) -> Tokenizer:
+def prepare_tokenizer(run: Path, train_set: PNGDataset, source: Path | None) -> Tokenizer:
+    """The run's tokenizer: kept when resuming, else copied from `source` or trained."""
     path = run / TOKENIZER_FILE
     if not path.is_file():
-        train_tokenizer((n.caption for n in train_set.narratives), run)
+        if source is not None:
+            shutil.copyfile(source, path)
+        else:
+            train_tokenizer((n.caption for n in train_set.narratives), run)
     return Tokenizer(path)
 
 
 def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = None,
-          cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True) -> dict:
-    """Trains a model on `data`'s train split, validating on its val split; returns the history."""
+          cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True,
+          objective: Objective | None = None, teacher_size: int | None = None,
+          tokenizer: Path | None = None, extra_config: dict | None = None) -> dict:
+    """Trains a model on `data`'s train split, validating on its val split; returns the history.
+
+    Distillation passes its `objective`, the teacher's input size (the examples then carry the
+    teacher's letterboxed images), the teacher's `tokenizer` file and `extra_config` to record.
+    """
+    objective = objective or grounding_loss
     run = Path(run)
     # A run killed before its first complete checkpoint holds only some of the files.
     resuming = resume and all((run / name).is_file() for name in CHECKPOINT_FILES)
@@ -95,13 +99,13 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     torch.manual_seed(cfg.seed)
 
     train_set, val_set = PNGDataset(data, "train"), PNGDataset(data, "val")
-    tokenizer = prepare_tokenizer(run, train_set)
+    tokenizer = prepare_tokenizer(run, train_set, tokenizer)
     if resuming:
         model = load_model(run)
     else:
         base = model_cfg or PRESETS["teacher"]
         model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
-    train_examples = build_examples(train_set, tokenizer, model.cfg, progress)
+    train_examples = build_examples(train_set, tokenizer, model.cfg, progress, teacher_size)
     val_examples = build_examples(val_set, tokenizer, model.cfg, progress)
     chosen = np.random.default_rng(cfg.seed).permutation(len(val_examples))[:cfg.val_limit]
     val_examples = [val_examples[i] for i in sorted(chosen)]
@@ -116,7 +120,7 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
              "train_config": asdict(cfg)}
     if resuming:
         state = load_optimizer(run, optimizer)
-    write_json(run / "train_config.json", asdict(cfg))
+    write_json(run / "train_config.json", {**asdict(cfg), **(extra_config or {})})
 
     def checkpoint() -> None:
         save_optimizer(run, optimizer, state)
@@ -137,7 +141,7 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
             out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
-            loss, parts = grounding_loss(out, batch, cfg.loss_size)
+            loss, parts = objective(out, batch, cfg.loss_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
