@@ -1,0 +1,146 @@
+"""ONNX export of a run: the image path and the text path as two standard-op graphs.
+
+* image graph: `image` [batch, 3, S, S] float32 (letterboxed, normalized RGB) ->
+  `pixel_embed` [batch, D, S/stride, S/stride], `mask_embed` [batch, Q, D];
+* text graph: `token_ids` [1, tokens] int32 -> `token_embed` [1, tokens, D] (phrase embeddings
+  are the mean over each phrase's token span, done by the runtime, so any number of phrases
+  works without re-running the graph).
+
+Each graph is exported with the torch.export based exporter (opset 18: the TorchScript exporter
+bakes the example's token count into the attention reshapes), simplified
+with onnxslim (constant folding, dead-code and shape-op elimination), checked with
+`onnx.checker` and compared against PyTorch on random inputs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from groundrt.model.network import GroundingNet
+
+OPSET = 18
+IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
+
+
+class ImageGraph(nn.Module):
+    def __init__(self, model: GroundingNet) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(image)
+
+
+class TextGraph(nn.Module):
+    def __init__(self, model: GroundingNet) -> None:
+        super().__init__()
+        self.encoder = model.text_encoder
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        # int32 ids: TensorRT engines take int32 more readily than int64
+        return self.encoder(token_ids.long())
+
+
+def graph_io(model: GroundingNet) -> dict:
+    """The engines' inputs and outputs as the manifest records them (str = dynamic axis)."""
+    cfg = model.cfg
+    side = cfg.input_size // cfg.pixel_stride
+    d = cfg.embed_dim
+    return {
+        "image": {
+            "inputs": [{"name": "image", "dtype": "float32",
+                        "shape": ["batch", 3, cfg.input_size, cfg.input_size]}],
+            "outputs": [{"name": "pixel_embed", "dtype": "float32",
+                         "shape": ["batch", d, side, side]},
+                        {"name": "mask_embed", "dtype": "float32",
+                         "shape": ["batch", cfg.num_queries, d]}]},
+        "text": {
+            "inputs": [{"name": "token_ids", "dtype": "int32", "shape": [1, "tokens"]}],
+            "outputs": [{"name": "token_embed", "dtype": "float32",
+                         "shape": [1, "tokens", d]}]},
+    }
+
+
+def _export(module: nn.Module, example: torch.Tensor, spec: dict, path: Path,
+            max_sizes: dict[str, int]) -> None:
+    """Exports `module` to `path`; the str axes of the spec's input are dynamic."""
+    (tensor,) = spec["inputs"]
+    axes = {i: torch.export.Dim(axis, **({"max": max_sizes[axis]} if axis in max_sizes else {}))
+            for i, axis in enumerate(tensor["shape"]) if isinstance(axis, str)}
+    arg = inspect.signature(module.forward).parameters
+    torch.onnx.export(module, (example,), str(path), input_names=[tensor["name"]],
+                      output_names=[t["name"] for t in spec["outputs"]],
+                      dynamic_shapes={next(iter(arg)): axes}, opset_version=OPSET,
+                      dynamo=True, verbose=False)
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    slim = onnxslim.slim(model)
+    onnx.checker.check_model(slim, full_check=True)
+    return slim
+
+
+@dataclass
+class ExportCheck:
+    graph: str
+    trials: int
+    max_abs_error: float
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def compare_with_torch(model: GroundingNet, image_path: Path, text_path: Path,
+                       trials: int = 20, seed: int = 0) -> list[ExportCheck]:
+    """Max abs error between ONNX Runtime and PyTorch over `trials` random inputs per graph
+    (images from N(0, 1), token ids of random lengths up to the model's limit)."""
+    cfg = model.cfg
+    rng = np.random.default_rng(seed)
+    image_session, text_session = _session(image_path), _session(text_path)
+    image_error = text_error = 0.0
+    with torch.no_grad():
+        for _ in range(trials):
+            image = rng.standard_normal((1, 3, cfg.input_size, cfg.input_size), np.float32)
+            want = model.image_encoder(torch.from_numpy(image))
+            got = image_session.run(None, {"image": image})
+            image_error = max(image_error, *(float(np.abs(g - w.numpy()).max())
+                                             for g, w in zip(got, want, strict=True)))
+            length = int(rng.integers(1, cfg.max_tokens + 1))
+            ids = rng.integers(0, cfg.vocab_size, (1, length)).astype(np.int32)
+            want_text = model.text_encoder(torch.from_numpy(ids).long()).numpy()
+            got_text = text_session.run(None, {"token_ids": ids})[0]
+            text_error = max(text_error, float(np.abs(got_text - want_text).max()))
+    return [ExportCheck("image", trials, image_error), ExportCheck("text", trials, text_error)]
+
+
+def export_onnx(model: GroundingNet, out: str | Path) -> dict[str, Path]:
+    """Writes `image.onnx` and `text.onnx` into `out`; returns their paths by graph name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    cfg = model.cfg
+    spec = graph_io(model)
+    # batch 2: torch.export specializes axes of size 1, which would fix the batch at 1
+    image = torch.zeros(2, 3, cfg.input_size, cfg.input_size)
+    tokens = torch.full((1, 8), 4, dtype=torch.int32)
+    paths = {"image": out / IMAGE_FILE, "text": out / TEXT_FILE}
+    with torch.no_grad():
+        _export(ImageGraph(model), image, spec["image"], paths["image"], {})
+        _export(TextGraph(model), tokens, spec["text"], paths["text"],
+                {"tokens": cfg.max_tokens})
+    for path in paths.values():
+        onnx.save(simplify(onnx.load(str(path))), str(path))
+    return paths

@@ -1,0 +1,110 @@
+"""`groundrt export package`: a trained run -> a model package (ONNX, INT8, manifest).
+
+Steps: export both graphs to ONNX and compare them with PyTorch; calibrate and quantize the
+image graph (the text graph stays float: it runs once per caption and is cached); copy the
+tokenizer; measure each precision's accuracy on the val split; write `manifest.json` with the
+SHA-256 of every file (format in `groundrt.package`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from groundrt.data import PNGDataset
+from groundrt.export.onnx_export import compare_with_torch, export_onnx, graph_io
+from groundrt.export.quantize import (
+    ImageCalibrationReader,
+    calibration_images,
+    quantize_image_graph,
+)
+from groundrt.export.trt_rules import assert_trt_qdq, qdq_summary
+from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
+from groundrt.model.network import GroundingNet
+from groundrt.package import read_manifest, write_manifest
+from groundrt.preprocess import MEAN_RGB, PAD_VALUE, STD_RGB
+from groundrt.runtime.onnx_graphs import OnnxGraphs
+from groundrt.runtime.predict import evaluate_graphs, package_examples
+from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+
+
+def base_manifest(model: GroundingNet, name: str) -> dict:
+    """Everything the runtime needs to drive the graphs, before files and accuracy."""
+    cfg = model.cfg
+    return {
+        "model": {"name": name, "config": cfg.to_json()},
+        "input": {"size": cfg.input_size, "letterbox": "top-left", "pad_value": PAD_VALUE,
+                  "color": "RGB", "mean": MEAN_RGB.tolist(), "std": STD_RGB.tolist(),
+                  "layout": "NCHW", "dtype": "float32"},
+        "grounding": {"logit_scale": float(model.logit_scale.detach().exp()),
+                      "affinity_bias": float(model.affinity_bias.detach()),
+                      "plural_threshold": cfg.plural_threshold,
+                      "pixel_stride": cfg.pixel_stride},
+        "tokenizer": {"file": TOKENIZER_FILE, "pad_id": PAD_ID, "bos_id": BOS_ID,
+                      "eos_id": EOS_ID, "max_tokens": cfg.max_tokens},
+        "io": graph_io(model),
+        "engines": [],
+    }
+
+
+def build_package(run: str | Path, data: str | Path, out: str | Path, name: str | None = None,
+                  calibration_count: int = 512, eval_limit: int | None = None,
+                  keep_float: tuple[str, ...] = ("projections",), seed: int = 0,
+                  progress: bool = True) -> dict:
+    """Writes the package of `run` into `out` and returns its manifest."""
+    run, out = Path(run), Path(out)
+    model = load_model(run).eval()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"package folder {out} is not empty: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = export_onnx(model, out)
+    checks = compare_with_torch(model, paths["image"], paths["text"])
+    shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
+
+    train_set = PNGDataset(data, "train")
+    reader = ImageCalibrationReader(train_set, calibration_images(train_set, calibration_count,
+                                                                  seed),
+                                    model.cfg.input_size, progress=progress)
+    with tempfile.TemporaryDirectory() as work:
+        quantized = quantize_image_graph(paths["image"], reader, work, keep_float)
+    assert_trt_qdq(quantized.trt)
+
+    manifest = base_manifest(model, name or run.name)
+    manifest.update(
+        graphs={"image": {"fp32": paths["image"].name, "int8-cpu": quantized.cpu.name,
+                          "int8-trt": quantized.trt.name},
+                "text": {"fp32": paths["text"].name}},
+        precision="int8-cpu",
+        export_check=[asdict(c) for c in checks],
+        calibration={"split": train_set.name, "images": quantized.calibration_images,
+                     "seed": seed, "method": "MinMax (ONNX Runtime), one pass, cached ranges",
+                     "float_nodes": quantized.float_nodes,
+                     "qdq": {"int8-trt": qdq_summary(quantized.trt),
+                             "int8-cpu": qdq_summary(quantized.cpu)}},
+        accuracy={},
+    )
+    write_manifest(out, manifest)
+    manifest["accuracy"] = measure_accuracy(out, data, eval_limit, progress)
+    write_manifest(out, manifest)
+    return read_manifest(out)
+
+
+def measure_accuracy(package: Path, data: str | Path, limit: int | None = None,
+                     progress: bool = True) -> dict:
+    """AR per precision on the val split (the first `limit` narratives, or all)."""
+    manifest = read_manifest(package)
+    val_set = PNGDataset(data, "val")
+    table = {}
+    examples = None
+    for precision in manifest["graphs"]["image"]:
+        graphs = OnnxGraphs(package, precision, manifest=manifest)
+        if examples is None:
+            examples = package_examples(graphs, val_set, progress)[:limit]
+        scores = evaluate_graphs(graphs, val_set, examples)
+        table[precision] = {"split": val_set.name, "narratives": len(examples),
+                            **{k: round(v, 4) for k, v in scores.items()}}
+    return table

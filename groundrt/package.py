@@ -1,0 +1,111 @@
+"""Model packages: a folder with `manifest.json` and the files it names, each with its SHA-256.
+
+The manifest (format version 1) holds:
+
+    format, format_version, producer       "groundrt-package", 1, "groundrt 0.1.0"
+    model        {"name", "config"}         the ModelConfig the graphs were exported from
+    input        {"size", "letterbox", "pad_value", "color", "mean", "std", "layout"}
+    grounding    {"logit_scale", "affinity_bias", "plural_threshold", "pixel_stride"}
+    tokenizer    {"file", "pad_id", "bos_id", "eos_id", "max_tokens"}
+    graphs       {"image": {precision: file}, "text": {precision: file}}
+                 precisions: "fp32", "int8-cpu" (U8S8 Q/DQ), "int8-trt" (S8S8 Q/DQ)
+    io           {"image": {"inputs": [...], "outputs": [...]}, "text": {...}}
+                 each tensor {"name", "dtype", "shape"} (a str in shape is a dynamic axis)
+    precision    the default precision of the package
+    calibration  {"images", "split", "method", "float_nodes": {node: reason}} or null
+    accuracy     {precision: {"overall", "things", "stuff", "singulars", "plurals", ...}}
+    engines      [{"file", "graph", "precision", "tensorrt", "gpu", "compute_capability"}]
+    files        {file: {"sha256", "bytes"}} for every file named above
+
+The runtime loads only the files the manifest names and checks their hashes first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from groundrt import __version__
+from groundrt.errors import GroundrtError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT = "groundrt-package"
+FORMAT_VERSION = 1
+
+
+class PackageError(GroundrtError):
+    """A model package is missing, malformed, or its files do not match the manifest."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def named_files(manifest: dict) -> list[str]:
+    """Every file the manifest refers to (tokenizer, graphs, engines), in a stable order."""
+    names = [manifest["tokenizer"]["file"]]
+    for by_precision in manifest.get("graphs", {}).values():
+        names.extend(by_precision.values())
+    names.extend(engine["file"] for engine in manifest.get("engines", []))
+    return sorted(set(names))
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> Path:
+    """Hashes every named file and writes `manifest.json` atomically; returns its path."""
+    folder = Path(folder)
+    files = {}
+    for name in named_files(manifest):
+        path = folder / name
+        if not path.is_file():
+            raise PackageError(f"package {folder}: {name} is named in the manifest but missing")
+        files[name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "producer": f"groundrt {__version__}", **manifest, "files": files}
+    target = folder / MANIFEST_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(full, indent=2))
+    os.replace(tmp, target)
+    return target
+
+
+def read_manifest(folder: str | Path, verify: bool = True) -> dict:
+    """The package's manifest; with `verify`, every named file must exist and match its hash."""
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise PackageError(f"{folder} is not a model package: {MANIFEST_FILE} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PackageError(f"{path} is not a groundrt package manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PackageError(f"{path} has format version {version}; this groundrt reads version "
+                           f"{FORMAT_VERSION}: re-export the package with this version")
+    if verify:
+        verify_files(folder, manifest)
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict) -> None:
+    listed = manifest.get("files", {})
+    for name in named_files(manifest):
+        entry = listed.get(name)
+        if entry is None:
+            raise PackageError(f"package {folder}: {name} has no hash in the manifest "
+                               "(the manifest was edited by hand?)")
+        path = folder / name
+        if not path.is_file():
+            raise PackageError(f"package {folder}: {name} is missing")
+        if path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
+            raise PackageError(f"package {folder}: {name} does not match its SHA-256 in the "
+                               "manifest (modified or corrupt): re-export the package or "
+                               "restore the file")
