@@ -51,23 +51,29 @@ class Letterbox:
 
         Pixel centres are aligned (align_corners=False), as torch's bilinear resize does.
         """
-        lead = maps.shape[:-2]
-        flat = maps.reshape((-1,) + maps.shape[-2:])
-        crop_h, crop_w = self.crop_region(stride)
-        out = np.empty((flat.shape[0], self.height, self.width), dtype=np.float32)
-        # Map each original pixel centre to map coordinates and sample bilinearly.
-        map_x = ((np.arange(self.width, dtype=np.float32) + 0.5) * (crop_w / self.width) - 0.5)
-        map_y = ((np.arange(self.height, dtype=np.float32) + 0.5) * (crop_h / self.height) - 0.5)
-        grid_x = np.ascontiguousarray(np.broadcast_to(map_x[None, :], (self.height, self.width)))
-        grid_y = np.ascontiguousarray(np.broadcast_to(map_y[:, None], (self.height, self.width)))
-        # Cells beyond the image region (padding) must not bleed in: clamp at the region's edge.
-        rows, cols = min(flat.shape[1], int(np.ceil(crop_h))), min(flat.shape[2],
-                                                                  int(np.ceil(crop_w)))
-        for i, m in enumerate(flat):
-            region = np.ascontiguousarray(m[:rows, :cols], dtype=np.float32)
-            out[i] = cv2.remap(region, grid_x, grid_y, cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-        return out.reshape(lead + (self.height, self.width))
+        return resize_region(maps, *self.crop_region(stride), self.height, self.width)
+
+
+def resize_region(maps: np.ndarray, crop_h: float, crop_w: float, height: int,
+                  width: int) -> np.ndarray:
+    """[..., h, w] maps -> [..., height, width]: the top-left crop_h x crop_w region (fractional
+    cells), resized bilinearly with pixel centres aligned and the region's edge replicated."""
+    lead = maps.shape[:-2]
+    flat = maps.reshape((-1,) + maps.shape[-2:])
+    out = np.empty((flat.shape[0], height, width), dtype=np.float32)
+    # Map each original pixel centre to map coordinates and sample bilinearly.
+    map_x = (np.arange(width, dtype=np.float32) + 0.5) * (crop_w / width) - 0.5
+    map_y = (np.arange(height, dtype=np.float32) + 0.5) * (crop_h / height) - 0.5
+    grid_x = np.ascontiguousarray(np.broadcast_to(map_x[None, :], (height, width)))
+    grid_y = np.ascontiguousarray(np.broadcast_to(map_y[:, None], (height, width)))
+    # Cells beyond the image region (padding) must not bleed in: clamp at the region's edge.
+    rows = min(flat.shape[1], int(np.ceil(crop_h)))
+    cols = min(flat.shape[2], int(np.ceil(crop_w)))
+    for i, m in enumerate(flat):
+        region = np.ascontiguousarray(m[:rows, :cols], dtype=np.float32)
+        out[i] = cv2.remap(region, grid_x, grid_y, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(lead + (height, width))
 
 
 def normalize(image_bgr: np.ndarray) -> np.ndarray:

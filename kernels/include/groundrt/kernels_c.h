@@ -1,0 +1,74 @@
+/* groundrt kernels: the C ABI of the CPU library (libgroundrt_kernels.so).
+ *
+ * Every array is dense, row-major (C order), in host memory. Functions return GRT_OK or an error
+ * code and never keep a pointer after they return. Both functions are reentrant.
+ *
+ *   grt_affinity      phrase/mask affinity and the query selection of every phrase
+ *   grt_decode_masks  phrase masks at the original image size plus per-phrase statistics
+ *
+ * The per-element arithmetic is groundrt/grounding_math.h, shared with the CUDA kernels.
+ */
+#ifndef GROUNDRT_KERNELS_C_H
+#define GROUNDRT_KERNELS_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define GRT_API __declspec(dllexport)
+#else
+#define GRT_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GRT_ABI_VERSION 1
+
+enum grt_status {
+  GRT_OK = 0,
+  GRT_ERROR_ARGUMENT = 1, /* a null pointer, a negative size or a non-positive crop */
+  GRT_ERROR_MEMORY = 2    /* scratch memory could not be allocated */
+};
+
+/* Statistics of one phrase mask; 48 bytes, the layout of the numpy dtype in kernels/cpu.py and
+ * of what the CUDA kernel grt_finalize_stats writes. An empty mask has every field zero. */
+typedef struct grt_phrase_stats {
+  int64_t area;       /* number of mask pixels */
+  int32_t box[4];     /* x0, y0, x1, y1; x1 and y1 exclusive */
+  double centroid[2]; /* mean x, mean y of the mask pixels (pixel index units) */
+  double score;       /* mean of sigmoid(logit) over the mask pixels */
+} grt_phrase_stats;
+
+/* Version of this ABI (GRT_ABI_VERSION of the library that was built). */
+GRT_API int grt_abi_version(void);
+
+/* phrase_embed [P, D], mask_embed [Q, D], plural [P] (0/1)
+ *   -> scores [P, Q] = logit_scale * cos(phrase_p, mask_q) + bias (norms clamped at 1e-12),
+ *      selected [P, Q] (0/1): the first maximum of each row, and for a plural phrase also every q
+ *      with sigmoid(score) > threshold. */
+GRT_API int grt_affinity(const float* phrase_embed, const float* mask_embed, int32_t P, int32_t Q,
+                         int32_t D, float logit_scale, float bias, const uint8_t* plural,
+                         float threshold, float* scores, uint8_t* selected);
+
+/* pixel_embed [D, h, w], mask_embed [Q, D], selected [P, Q] (non-zero = selected)
+ *   -> masks: [P, H, W] 0/1 bytes, or when `packed` is non-zero [P, H, (W + 7) / 8] bits in
+ *      numpy.packbits order (first pixel in the most significant bit, padding bits zero);
+ *      stats [P].
+ * The low-res logit of phrase p is the max over its selected queries of <mask_q, pixel(y, x)>
+ * (a phrase with no selected query has logit -1e30 everywhere: an empty mask). Output pixel
+ * (Y, X) samples it bilinearly at ((X + 0.5) * crop_w / W - 0.5, (Y + 0.5) * crop_h / H - 0.5)
+ * inside the region rows = min(h, ceil(crop_h)), cols = min(w, ceil(crop_w)), coordinates
+ * clamped to the region's edge; the pixel is on when the sampled logit > threshold. */
+GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
+                             const float* mask_embed, int32_t Q, const uint8_t* selected,
+                             int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
+                             float threshold, int32_t packed, uint8_t* masks,
+                             grt_phrase_stats* stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GROUNDRT_KERNELS_C_H */

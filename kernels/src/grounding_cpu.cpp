@@ -1,0 +1,232 @@
+// groundrt CPU kernels: mask-phrase affinity and mask decoding (C ABI, kernels_c.h).
+//
+// Single-threaded. The per-element arithmetic is groundrt/grounding_math.h (shared with the CUDA
+// kernels); this file only arranges the loops for a CPU:
+//   * low-res logits: each query used by some phrase is computed once over the image region,
+//     d-outer so the inner loop runs over pixels (the same madd sequence as `dot`), then every
+//     phrase takes the max over its selected queries;
+//   * decoding: taps are precomputed per output row and column; each output row first blends the
+//     two source rows (lerp over y), then gathers the two x taps (lerp over x), thresholds, packs
+//     and accumulates the row's statistics.
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "groundrt/grounding_math.h"
+#include "groundrt/kernels_c.h"
+
+namespace {
+
+using groundrt::Tap;
+
+// Low-res logits of every phrase over the region rows x cols -> out [P, rows, cols].
+void region_logits(const float* pixel_embed, int D, int h, int w, int rows, int cols,
+                   const float* mask_embed, int Q, const uint8_t* selected, int P,
+                   std::vector<float>& out) {
+  const size_t area = (size_t)rows * cols;
+  const ptrdiff_t plane = (ptrdiff_t)h * w;
+  std::vector<int> slot(Q, -1);
+  int used = 0;
+  for (int q = 0; q < Q; ++q) {
+    for (int p = 0; p < P; ++p) {
+      if (selected[(size_t)p * Q + q]) {
+        slot[q] = used++;
+        break;
+      }
+    }
+  }
+  std::vector<float> query_logits((size_t)used * area);
+  for (int q = 0; q < Q; ++q) {
+    if (slot[q] < 0) continue;
+    const float* m = mask_embed + (size_t)q * D;
+    float* dst = query_logits.data() + (size_t)slot[q] * area;
+    for (int y = 0; y < rows; ++y) {
+      float* acc = dst + (size_t)y * cols;
+      std::fill(acc, acc + cols, 0.0f);
+      for (int d = 0; d < D; ++d) {
+        const float* src = pixel_embed + d * plane + (ptrdiff_t)y * w;
+        const float md = m[d];
+        for (int x = 0; x < cols; ++x) acc[x] = groundrt::madd(acc[x], md, src[x]);
+      }
+    }
+  }
+  out.resize((size_t)P * area);
+  for (int p = 0; p < P; ++p) {
+    float* logits = out.data() + (size_t)p * area;
+    bool any = false;
+    for (int q = 0; q < Q; ++q) {
+      if (!selected[(size_t)p * Q + q]) continue;
+      const float* src = query_logits.data() + (size_t)slot[q] * area;
+      if (!any) {
+        std::copy(src, src + area, logits);
+      } else {
+        for (size_t i = 0; i < area; ++i) logits[i] = groundrt::max_logit(logits[i], src[i]);
+      }
+      any = true;
+    }
+    if (!any) std::fill(logits, logits + area, groundrt::kNoLogit);
+  }
+}
+
+struct RowScratch {
+  std::vector<Tap> ytaps;
+  std::vector<int> x0, x1;
+  std::vector<float> wx, blend, values;
+  std::vector<uint8_t> on;
+  std::vector<int32_t> probability;
+};
+
+// 0/1 bytes -> bits, numpy.packbits order (first pixel in the MSB), padding bits zero.
+void pack_row(const uint8_t* on, int W, uint8_t* out) {
+  const int full = W / 8;
+  for (int j = 0; j < full; ++j) {
+    const uint8_t* b = on + 8 * j;
+    out[j] = (uint8_t)(b[0] << 7 | b[1] << 6 | b[2] << 5 | b[3] << 4 | b[4] << 3 | b[5] << 2 |
+                       b[6] << 1 | b[7]);
+  }
+  if (full * 8 < W) {
+    uint8_t byte = 0;
+    for (int X = full * 8; X < W; ++X) byte |= on[X] ? groundrt::packed_bit(X) : 0;
+    out[full] = byte;
+  }
+}
+
+// One phrase: masks [H, W] or [H, ceil(W / 8)] and its statistics. On x86-64 also compiled for
+// AVX2 and picked at load time (same IEEE operations, no contraction: the same bits).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void decode_phrase(const float* logits, int cols, RowScratch& s, int H, int W, float threshold,
+                   bool packed, uint8_t* masks, grt_phrase_stats* stats) {
+  groundrt::StatsAcc acc;
+  groundrt::stats_reset(acc);
+  const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
+  const int* __restrict x0 = s.x0.data();
+  const int* __restrict x1 = s.x1.data();
+  const float* __restrict wx = s.wx.data();
+  float* __restrict blend = s.blend.data();
+  float* __restrict values = s.values.data();
+  for (int Y = 0; Y < H; ++Y) {
+    const Tap ty = s.ytaps[Y];
+    const float* r0 = logits + (size_t)ty.i0 * cols;
+    const float* r1 = logits + (size_t)ty.i1 * cols;
+    for (int c = 0; c < cols; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], ty.w);
+    for (int X = 0; X < W; ++X) values[X] = groundrt::lerp(blend[x0[X]], blend[x1[X]], wx[X]);
+
+    // 0/1 of every pixel (the packed form packs these), then the row's statistics over the span
+    // between its first and last pixel; every loop but the search for the span vectorizes.
+    uint8_t* __restrict on = packed ? s.on.data() : masks + (size_t)Y * row_bytes;
+    unsigned count = 0;
+    for (int X = 0; X < W; ++X) {
+      on[X] = groundrt::mask_on(values[X], threshold) ? 1 : 0;
+      count += on[X];
+    }
+    if (packed) pack_row(on, W, masks + (size_t)Y * row_bytes);
+    if (count == 0) continue;
+    int first = 0, last = W - 1;
+    while (!on[first]) ++first;
+    while (!on[last]) --last;
+    // Probabilities over the span (every pixel: a branch-free loop), then the sums in chunks of
+    // 128 pixels so that 32-bit lanes hold them (128 * 2^24 <= 2^31).
+    int32_t* __restrict probability = s.probability.data();
+    for (int X = first; X <= last; ++X) probability[X] = groundrt::score_fixed(values[X]);
+    unsigned long long sum_x = 0, score = 0;
+    for (int begin = first; begin <= last; begin += 128) {
+      const int end = std::min(last + 1, begin + 128);
+      uint32_t chunk_count = 0, chunk_x = 0, chunk_score = 0;
+      for (int X = begin; X < end; ++X) {
+        const uint32_t keep = 0u - (uint32_t)on[X];  // all ones for a mask pixel
+        chunk_count += on[X];
+        chunk_x += (uint32_t)(X - begin) & keep;
+        chunk_score += (uint32_t)probability[X] & keep;
+      }
+      sum_x += (unsigned long long)chunk_x + (unsigned long long)begin * chunk_count;
+      score += chunk_score;
+    }
+    groundrt::stats_add_row(acc, Y, count, sum_x, score, first, last);
+  }
+  *stats = groundrt::stats_finalize(acc);
+}
+
+}  // namespace
+
+extern "C" {
+
+GRT_API int grt_abi_version(void) { return GRT_ABI_VERSION; }
+
+GRT_API int grt_affinity(const float* phrase_embed, const float* mask_embed, int32_t P, int32_t Q,
+                         int32_t D, float logit_scale, float bias, const uint8_t* plural,
+                         float threshold, float* scores, uint8_t* selected) {
+  if (P < 0 || Q < 0 || D < 0) return GRT_ERROR_ARGUMENT;
+  if (P == 0 || Q == 0) return GRT_OK;
+  if (!phrase_embed || !mask_embed || !plural || !scores || !selected) return GRT_ERROR_ARGUMENT;
+  try {
+    std::vector<float> mask_norm(Q);
+    for (int q = 0; q < Q; ++q) mask_norm[q] = groundrt::norm(mask_embed + (size_t)q * D, D);
+    for (int p = 0; p < P; ++p) {
+      const float* phrase = phrase_embed + (size_t)p * D;
+      const float phrase_norm = groundrt::norm(phrase, D);
+      float* row = scores + (size_t)p * Q;
+      for (int q = 0; q < Q; ++q) {
+        const float d = groundrt::dot(phrase, mask_embed + (size_t)q * D, D, 1);
+        row[q] = groundrt::affinity_score(d, phrase_norm, mask_norm[q], logit_scale, bias);
+      }
+      const int best = groundrt::argmax_first(row, Q);
+      uint8_t* sel = selected + (size_t)p * Q;
+      for (int q = 0; q < Q; ++q) {
+        sel[q] = groundrt::is_selected(q, best, plural[p] != 0, row[q], threshold) ? 1 : 0;
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return GRT_ERROR_MEMORY;
+  }
+  return GRT_OK;
+}
+
+GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
+                             const float* mask_embed, int32_t Q, const uint8_t* selected,
+                             int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
+                             float threshold, int32_t packed, uint8_t* masks,
+                             grt_phrase_stats* stats) {
+  if (D < 0 || h < 1 || w < 1 || Q < 0 || P < 0 || H < 0 || W < 0) return GRT_ERROR_ARGUMENT;
+  if (!(crop_h > 0.0) || !(crop_w > 0.0)) return GRT_ERROR_ARGUMENT;
+  if (P == 0) return GRT_OK;
+  if ((D > 0 && !pixel_embed) || !masks || !stats) return GRT_ERROR_ARGUMENT;
+  if (Q > 0 && (!mask_embed || !selected)) return GRT_ERROR_ARGUMENT;
+  try {
+    const int rows = groundrt::region_extent(crop_h, h);
+    const int cols = groundrt::region_extent(crop_w, w);
+    std::vector<float> logits;
+    region_logits(pixel_embed, D, h, w, rows, cols, mask_embed, Q, selected, P, logits);
+
+    RowScratch s;
+    s.ytaps.resize(H);
+    for (int Y = 0; Y < H; ++Y) s.ytaps[Y] = groundrt::make_tap(Y, crop_h / H, rows);
+    s.x0.resize(W);
+    s.x1.resize(W);
+    s.wx.resize(W);
+    for (int X = 0; X < W; ++X) {
+      const Tap t = groundrt::make_tap(X, crop_w / W, cols);
+      s.x0[X] = t.i0;
+      s.x1[X] = t.i1;
+      s.wx[X] = t.w;
+    }
+    s.blend.resize(cols);
+    s.values.resize(W);
+    s.on.resize(W);
+    s.probability.resize(W);
+
+    const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
+    const size_t area = (size_t)rows * cols;
+    for (int p = 0; p < P; ++p) {
+      decode_phrase(logits.data() + p * area, cols, s, H, W, threshold, packed != 0,
+                    masks + (size_t)p * H * row_bytes, stats + p);
+    }
+  } catch (const std::bad_alloc&) {
+    return GRT_ERROR_MEMORY;
+  }
+  return GRT_OK;
+}
+
+}  // extern "C"

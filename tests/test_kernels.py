@@ -1,0 +1,334 @@
+"""The runtime kernels (groundrt.kernels) against a float64 numpy reference.
+
+The CPU library runs the per-element arithmetic the CUDA kernels share (grounding_math.h), so these
+tests cover the GPU's arithmetic too; the GPU itself is tested when pycuda and a device exist.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from groundrt.kernels import cpu
+from groundrt.preprocess import Letterbox
+from groundrt.runtime import reference
+
+NEAR = 1e-4  # pixels whose reference logit is this close to the threshold may differ
+SASS_ARCHITECTURES = {75, 86, 87, 89, 90}
+PTX_ARCHITECTURE = 90
+
+
+@pytest.fixture(scope="module")
+def lib():
+    try:
+        return cpu.library()
+    except cpu.KernelsNotBuiltError as error:
+        pytest.skip(str(error))
+
+
+# ---- float64 reference ----------------------------------------------------------------------
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def taps(n_out: int, crop: float, n_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source taps of every output pixel: (X + 0.5) * crop / n_out - 0.5, clamped to n_src."""
+    coord = (np.arange(n_out) + 0.5) * (crop / n_out) - 0.5
+    base = np.floor(coord)
+    i0 = np.clip(base.astype(np.int64), 0, n_src - 1)
+    i1 = np.clip(base.astype(np.int64) + 1, 0, n_src - 1)
+    return i0, i1, coord - base
+
+
+def upsample(logits: np.ndarray, crop_h: float, crop_w: float, height: int,
+             width: int) -> np.ndarray:
+    """[P, h, w] -> [P, H, W]: exact bilinear inside the region, clamped at its edge."""
+    rows = min(logits.shape[1], math.ceil(crop_h))
+    cols = min(logits.shape[2], math.ceil(crop_w))
+    region = logits[:, :rows, :cols]
+    y0, y1, wy = taps(height, crop_h, rows)
+    x0, x1, wx = taps(width, crop_w, cols)
+    top, bottom = region[:, y0], region[:, y1]
+    blend = top + wy[None, :, None] * (bottom - top)
+    left, right = blend[:, :, x0], blend[:, :, x1]
+    return left + wx * (right - left)
+
+
+def reference_logits(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.ndarray,
+                     crop_h: float, crop_w: float, height: int, width: int) -> np.ndarray:
+    low = reference.phrase_logits(selected.astype(bool), mask_embed.astype(np.float64),
+                                  pixel_embed.astype(np.float64))
+    return upsample(low, crop_h, crop_w, height, width)
+
+
+def stats_of(mask: np.ndarray, logits: np.ndarray) -> list[dict]:
+    """Stats of each phrase's (kernel) mask, with the reference logits for the score."""
+    out = []
+    for m, logit in zip(mask.astype(bool), logits, strict=True):
+        ys, xs = np.nonzero(m)
+        if len(xs) == 0:
+            out.append({"area": 0, "box": [0, 0, 0, 0], "centroid": [0.0, 0.0], "score": 0.0})
+            continue
+        out.append({"area": len(xs), "box": [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1],
+                    "centroid": [xs.mean(), ys.mean()], "score": sigmoid(logit[m]).mean()})
+    return out
+
+
+def assert_stats(stats: np.ndarray, expected: list[dict]) -> None:
+    assert stats.dtype == cpu.STATS_DTYPE and len(stats) == len(expected)
+    for got, want in zip(stats, expected, strict=True):
+        assert got["area"] == want["area"]
+        assert list(got["box"]) == list(want["box"])
+        np.testing.assert_allclose(got["centroid"], want["centroid"], rtol=0, atol=1e-6)
+        assert abs(got["score"] - want["score"]) <= 1e-6
+
+
+def assert_masks(masks: np.ndarray, logits: np.ndarray, threshold: float) -> None:
+    assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1}
+    expected = logits > threshold
+    differ = (masks.astype(bool) != expected) & (np.abs(logits - threshold) >= NEAR)
+    assert not differ.any(), f"{differ.sum()} pixels differ from the reference"
+    assert (np.abs(logits - threshold) < NEAR).sum() <= 1e-3 * logits.size  # a few, at most
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+def embeddings(rng: np.random.Generator, num_phrases: int, num_queries: int, dim: int, h: int,
+               w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pixel_embed [D, h, w], mask_embed [Q, D], selected [P, Q] (>= 1 query per phrase)."""
+    pixel = rng.standard_normal((dim, h, w)).astype(np.float32)
+    masks = rng.standard_normal((num_queries, dim)).astype(np.float32)
+    selected = rng.random((num_phrases, num_queries)) < 0.15
+    selected[np.arange(num_phrases), rng.integers(0, num_queries, num_phrases)] = True
+    return pixel, masks, selected.astype(np.uint8)
+
+
+def poisoned(num_phrases: int, height: int, width: int,
+             packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    masks = np.full(cpu.mask_shape(num_phrases, height, width, packed), 0xAB, np.uint8)
+    stats = np.frombuffer(np.full(48 * num_phrases, 0xAB, np.uint8).tobytes(),
+                          cpu.STATS_DTYPE).copy()
+    stats["centroid"] = np.nan
+    stats["score"] = np.nan
+    return masks, stats
+
+
+# (P, Q, D, h, w, crop_h, crop_w, H, W): odd maps, non-square images, sizes not multiples of
+# the stride, crops smaller than the map (letterbox padding), larger than it, or tiny.
+CASES = [
+    (0, 5, 8, 7, 7, 5.5, 7.0, 33, 47),
+    (1, 1, 4, 5, 5, 5.0, 5.0, 17, 23),
+    (1, 6, 16, 13, 13, 13.0, 9.4375, 301, 219),
+    (3, 9, 12, 9, 15, 7.3, 15.0, 61, 130),
+    (5, 24, 48, 11, 11, 6.6875, 11.0, 115, 189),
+    (17, 24, 48, 13, 13, 13.0, 13.0, 97, 101),
+    (64, 30, 16, 9, 9, 9.8, 8.2, 45, 37),
+    (2, 3, 8, 6, 9, 0.4, 0.7, 10, 13),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"P{c[0]}-{c[3]}x{c[4]}-{c[7]}x{c[8]}")
+def test_decode_matches_reference(lib, case: tuple) -> None:
+    num_phrases, num_queries, dim, h, w, crop_h, crop_w, height, width = case
+    rng = np.random.default_rng(sum(case[:5]))
+    pixel, mask_embed, selected = embeddings(rng, num_phrases, num_queries, dim, h, w)
+    out = poisoned(num_phrases, height, width)
+    masks, stats = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height, width,
+                                    out=out)
+    assert masks is out[0] and stats is out[1]
+    assert masks.shape == (num_phrases, height, width)
+    logits = reference_logits(pixel, mask_embed, selected, crop_h, crop_w, height, width)
+    assert_masks(masks, logits, 0.0)
+    assert_stats(stats, stats_of(masks, logits))
+
+    bits, packed_stats = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height,
+                                          width, packed=True,
+                                          out=poisoned(num_phrases, height, width, True))
+    np.testing.assert_array_equal(bits, np.packbits(masks, axis=-1, bitorder="big"))
+    np.testing.assert_array_equal(packed_stats, stats)
+
+
+def test_threshold_on_the_logit(lib) -> None:
+    rng = np.random.default_rng(3)
+    pixel, mask_embed, selected = embeddings(rng, 4, 8, 16, 11, 11)
+    logits = reference_logits(pixel, mask_embed, selected, 8.25, 11.0, 71, 95)
+    for threshold in (-2.0, 1.5):
+        masks, stats = cpu.decode_masks(pixel, mask_embed, selected, 8.25, 11.0, 71, 95,
+                                        threshold=threshold)
+        assert_masks(masks, logits, threshold)
+        assert_stats(stats, stats_of(masks, logits))
+
+
+def test_letterbox_geometry(lib) -> None:
+    """Same geometry as Letterbox.to_original (cv2, 1/32-pixel weights) away from the edge."""
+    stride, cells = 16, 13
+    box = Letterbox(cells * stride, 117, 301)
+    crop_h, crop_w = box.crop_region(stride)
+    rng = np.random.default_rng(4)
+    pixel, mask_embed, selected = embeddings(rng, 6, 10, 16, cells, cells)
+    masks, _ = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, 117, 301)
+    low = reference.phrase_logits(selected.astype(bool), mask_embed, pixel)
+    remapped = box.to_original(low, stride)
+    decided = np.abs(remapped) > 1.0
+    np.testing.assert_array_equal(masks.astype(bool)[decided], (remapped > 0)[decided])
+
+
+def test_phrase_without_query_is_empty(lib) -> None:
+    rng = np.random.default_rng(5)
+    pixel, mask_embed, selected = embeddings(rng, 3, 4, 8, 5, 5)
+    selected[1] = 0
+    masks, stats = cpu.decode_masks(pixel, mask_embed, selected, 5.0, 5.0, 20, 21,
+                                    out=poisoned(3, 20, 21))
+    assert not masks[1].any()
+    assert stats[1]["area"] == 0 and not stats[1]["box"].any() and stats[1]["score"] == 0.0
+    assert not stats[1]["centroid"].any()
+    assert stats[0]["area"] > 0
+
+
+def test_empty_output_size(lib) -> None:
+    rng = np.random.default_rng(6)
+    pixel, mask_embed, selected = embeddings(rng, 2, 4, 8, 5, 5)
+    masks, stats = cpu.decode_masks(pixel, mask_embed, selected, 5.0, 5.0, 0, 9,
+                                    out=poisoned(2, 0, 9))
+    assert masks.shape == (2, 0, 9) and (stats["area"] == 0).all()
+    assert (stats["score"] == 0).all()
+
+
+@pytest.mark.parametrize("num_phrases", [0, 1, 2, 7, 64])
+def test_affinity_matches_reference(lib, num_phrases: int) -> None:
+    rng = np.random.default_rng(10 + num_phrases)
+    num_queries, dim, threshold = 24, 48, 0.5
+    phrase = rng.standard_normal((num_phrases, dim)).astype(np.float32)
+    masks = rng.standard_normal((num_queries, dim)).astype(np.float32)
+    if num_phrases > 1:
+        phrase[1] = 0.0  # a zero vector: cosine 0, as F.normalize leaves it
+    plural = rng.random(num_phrases) < 0.5
+    scale, bias = 12.0, -1.5
+    out = (np.full((num_phrases, num_queries), np.nan, np.float32),
+           np.full((num_phrases, num_queries), 0xAB, np.uint8))
+    scores, selected = cpu.affinity(phrase, masks, scale, bias, plural, threshold, out=out)
+    assert scores is out[0] and selected is out[1]
+    expected = reference.affinity(phrase.astype(np.float64), masks.astype(np.float64), scale,
+                                  bias)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5 * scale)
+    # the selection rule, applied to the kernel's own scores (sigmoid ties excluded)
+    want = reference.select_queries(scores.astype(np.float64), plural, threshold)
+    ambiguous = np.abs(sigmoid(scores.astype(np.float64)) - threshold) < 1e-6
+    assert set(np.unique(selected)) <= {0, 1}
+    assert ((selected.astype(bool) == want) | ambiguous).all()
+    if num_phrases:
+        assert selected.sum(1).min() >= 1
+        assert (selected[~plural].sum(1) == 1).all()
+
+
+def test_affinity_first_maximum_on_ties(lib) -> None:
+    phrase = np.array([[1.0, 0.0]], np.float32)
+    masks = np.array([[0.0, 1.0], [2.0, 0.0], [3.0, 0.0]], np.float32)
+    scores, selected = cpu.affinity(phrase, masks, 1.0, 0.0, np.array([False]), 0.9)
+    np.testing.assert_array_equal(scores, [[0.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(selected, [[0, 1, 0]])
+
+
+def test_bad_arguments(lib) -> None:
+    pixel = np.zeros((8, 5, 5), np.float32)
+    with pytest.raises(cpu.KernelError, match="disagree"):
+        cpu.decode_masks(pixel, np.zeros((3, 7), np.float32), np.ones((1, 3)), 5, 5, 9, 9)
+    with pytest.raises(cpu.KernelError, match="positive"):
+        cpu.decode_masks(pixel, np.zeros((3, 8), np.float32), np.ones((1, 3)), 0, 5, 9, 9)
+    with pytest.raises(cpu.KernelError, match="shape"):
+        cpu.decode_masks(pixel, np.zeros((3, 8), np.float32), np.ones((1, 3)), 5, 5, 9, 9,
+                         out=poisoned(1, 9, 8))
+
+
+def test_missing_library_says_how_to_build(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(cpu.LIB_ENV, str(tmp_path / "libnothing.so"))
+    with pytest.raises(cpu.KernelsNotBuiltError, match="cmake --build build/cmake"):
+        cpu.affinity(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), 1, 0, [0], 0.5)
+
+
+# ---- the CUDA fatbin ------------------------------------------------------------------------
+
+
+def fatbin_entries(data: bytes) -> list[tuple[str, int]]:
+    """(kind, sm) of every entry of a fatbin container: kind 'elf' (SASS) or 'ptx'."""
+    magic, _, header_size, body_size = struct.unpack_from("<IHHQ", data, 0)
+    assert magic == 0xBA55ED50, "not a fatbin"
+    entries, offset = [], header_size
+    while offset < header_size + body_size:
+        kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, offset)
+        (arch,) = struct.unpack_from("<I", data, offset + 28)
+        entries.append(({1: "ptx", 2: "elf"}.get(kind, str(kind)), arch))
+        offset += entry_header + payload
+    return entries
+
+
+def test_fatbin_holds_every_architecture(lib) -> None:
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc on this machine: the CUDA fatbin is not built here")
+    from groundrt.kernels import cuda
+
+    path = cuda.fatbin_path()
+    assert path.is_file(), f"nvcc is present but {path} was not built"
+    entries = fatbin_entries(path.read_bytes())
+    assert {arch for kind, arch in entries if kind == "elf"} == SASS_ARCHITECTURES
+    assert {arch for kind, arch in entries if kind == "ptx"} == {PTX_ARCHITECTURE}
+    if shutil.which("cuobjdump"):
+        listed = subprocess.run(["cuobjdump", "--list-elf", str(path)], capture_output=True,
+                                text=True, check=True).stdout
+        assert all(f"sm_{arch}" in listed for arch in SASS_ARCHITECTURES)
+        ptx = subprocess.run(["cuobjdump", "--list-ptx", str(path)], capture_output=True,
+                             text=True, check=True).stdout
+        assert f"sm_{PTX_ARCHITECTURE}" in ptx or f"compute_{PTX_ARCHITECTURE}" in ptx
+
+
+# ---- the GPU --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    pytest.importorskip("pycuda", reason="pycuda is not installed (pip install '.[gpu]')")
+    import pycuda.driver as driver
+
+    from groundrt.kernels import cuda
+
+    try:
+        driver.init()
+        count = driver.Device.count()
+    except driver.Error as error:
+        pytest.skip(f"no usable CUDA driver: {error}")
+    if count == 0:
+        pytest.skip("no CUDA device")
+    try:
+        return cuda.CudaKernels()
+    except cpu.KernelsNotBuiltError as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.parametrize("case", CASES[1:], ids=lambda c: f"P{c[0]}-{c[7]}x{c[8]}")
+def test_gpu_matches_cpu(lib, gpu, case: tuple) -> None:
+    num_phrases, num_queries, dim, h, w, crop_h, crop_w, height, width = case
+    rng = np.random.default_rng(sum(case[:5]))
+    pixel, mask_embed, selected = embeddings(rng, num_phrases, num_queries, dim, h, w)
+    phrase = rng.standard_normal((num_phrases, dim)).astype(np.float32)
+    plural = rng.random(num_phrases) < 0.5
+    cpu_scores, cpu_selected = cpu.affinity(phrase, mask_embed, 10.0, -1.0, plural, 0.5)
+    gpu_scores, gpu_selected = gpu.affinity(phrase, mask_embed, 10.0, -1.0, plural, 0.5)
+    np.testing.assert_array_equal(gpu_scores, cpu_scores)
+    np.testing.assert_array_equal(gpu_selected, cpu_selected)
+    for packed in (False, True):
+        want, want_stats = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height,
+                                            width, packed=packed)
+        got, got_stats = gpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height,
+                                          width, packed=packed)
+        np.testing.assert_array_equal(got, want)
+        for field in ("area", "box", "centroid"):
+            np.testing.assert_array_equal(got_stats[field], want_stats[field])
+        np.testing.assert_allclose(got_stats["score"], want_stats["score"], rtol=0, atol=1e-6)
