@@ -15,6 +15,7 @@ with onnxslim (constant folding, dead-code and shape-op elimination), checked wi
 from __future__ import annotations
 
 import inspect
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,10 +138,12 @@ def export_onnx(model: GroundingNet, out: str | Path) -> dict[str, Path]:
     image = torch.zeros(2, 3, cfg.input_size, cfg.input_size)
     tokens = torch.full((1, 8), 4, dtype=torch.int32)
     paths = {"image": out / IMAGE_FILE, "text": out / TEXT_FILE}
-    with torch.no_grad():
-        _export(ImageGraph(model), image, spec["image"], paths["image"], {})
-        _export(TextGraph(model), tokens, spec["text"], paths["text"],
-                {"tokens": cfg.max_tokens})
-    for path in paths.values():
-        onnx.save(simplify(onnx.load(str(path))), str(path))
+    # the exporter may write weights as external data beside its file: export into a scratch
+    # folder, then save each simplified graph as one self-contained file
+    with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
+        raw = {name: Path(scratch) / path.name for name, path in paths.items()}
+        _export(ImageGraph(model), image, spec["image"], raw["image"], {})
+        _export(TextGraph(model), tokens, spec["text"], raw["text"], {"tokens": cfg.max_tokens})
+        for name, path in paths.items():
+            onnx.save(simplify(onnx.load(str(raw[name]))), str(path))
     return paths

@@ -156,7 +156,12 @@ def _add_split_arguments(parser: argparse.ArgumentParser, out_help: str | None =
         parser.add_argument("--out", required=True, help=out_help)
 
 
-def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
+                            default_config: str) -> None:
+    parser.add_argument("--data", required=True, help="dataset folder with train and val splits")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--config", default=default_config,
+                        help="a preset (teacher, student, tiny) or a model config JSON")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -201,11 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train the grounding network (needs the [export] extra: torch)",
         epilog="example: groundrt train --data data/synth --out runs/teacher --config teacher",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    tr.add_argument("--data", required=True, help="dataset folder with train and val splits")
-    tr.add_argument("--out", required=True, help="run folder (checkpoints, tokenizer, logs)")
-    tr.add_argument("--config", default="teacher",
-                    help="a preset (teacher, student, tiny) or a model config JSON")
-    _add_training_arguments(tr)
+    _add_training_arguments(tr, "run folder (checkpoints, tokenizer, logs)", "teacher")
     tr.set_defaults(handler=_cmd_train)
 
     export = commands.add_parser("export", help="distill, export to ONNX, quantize, package "
@@ -217,11 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: groundrt export distill --teacher runs/teacher --data data/synth "
                "--out runs/student")
     di.add_argument("--teacher", required=True, help="the teacher's run folder")
-    di.add_argument("--data", required=True, help="dataset folder with train and val splits")
-    di.add_argument("--out", required=True, help="the student's run folder")
-    di.add_argument("--config", default="student",
-                    help="a preset (student, tiny) or a model config JSON")
-    _add_training_arguments(di)
+    _add_training_arguments(di, "the student's run folder", "student")
     di.set_defaults(handler=_cmd_export_distill)
 
     pk = export_commands.add_parser(

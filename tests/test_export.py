@@ -111,6 +111,7 @@ def test_package_manifest_verifies_every_file(tiny_run, tiny_data, tmp_path):
     manifest = build_package(tiny_run, tiny_data, package, calibration_count=3, progress=False)
     assert set(manifest["files"]) == {TOKENIZER_FILE, "image.onnx", "image.int8.cpu.onnx",
                                       "image.int8.trt.onnx", "text.onnx"}
+    assert {p.name for p in package.iterdir()} == set(manifest["files"]) | {"manifest.json"}
     assert set(manifest["accuracy"]) == {"fp32", "int8-cpu", "int8-trt"}
     for scores in manifest["accuracy"].values():
         assert 0.0 <= scores["overall"] <= 1.0 and scores["narratives"] == 4

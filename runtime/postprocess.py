@@ -1,0 +1,79 @@
+"""Affinity and mask decoding: the CUDA kernels (TensorRT backend), the native CPU kernels, or
+numpy where the kernels are not built.
+
+Both paths take the same arguments and return the same arrays (kernels/cpu.py documents them):
+scores [P, Q] float32 and selected [P, Q] uint8; masks uint8 [P, H, W] and stats [P]
+(area, box, centroid, score). The numpy path is the straightforward version (cv2 resize of each
+phrase's logit map, sigmoid, threshold, np.nonzero); the kernels compute the same in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from groundrt.kernels import cpu as cpu_kernels
+from groundrt.preprocess import resize_region
+from groundrt.runtime import reference
+
+log = logging.getLogger(__name__)
+
+
+def numpy_affinity(phrase_embed: np.ndarray, mask_embed: np.ndarray, logit_scale: float,
+                   bias: float, plural: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    scores = reference.affinity(phrase_embed, mask_embed, logit_scale, bias).astype(np.float32)
+    selected = reference.select_queries(scores, np.asarray(plural, bool), threshold)
+    return scores, selected.astype(np.uint8)
+
+
+def numpy_decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.ndarray,
+                       crop_h: float, crop_w: float, height: int, width: int,
+                       threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    logits = resize_region(reference.phrase_logits(selected.astype(bool), mask_embed,
+                                                   pixel_embed), crop_h, crop_w, height, width)
+    masks = (logits > threshold).astype(np.uint8)
+    stats = np.zeros(len(masks), dtype=cpu_kernels.STATS_DTYPE)
+    for p, (mask, logit) in enumerate(zip(masks, logits, strict=True)):
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            stats[p] = (len(xs), (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                        (xs.mean(), ys.mean()), float((1 / (1 + np.exp(-logit[ys, xs]))).mean()))
+    return masks, stats
+
+
+class Postprocessor:
+    """Picks the native CPU kernels when built (`native=None`: if available), else numpy; or,
+    given a CUDA `stream` (the TensorRT backend's), the CUDA kernels on that stream."""
+
+    def __init__(self, native: bool | None = None, stream: Any = None) -> None:
+        self.kernels: Any = cpu_kernels
+        if stream is not None:
+            from groundrt.kernels.cuda import CudaKernels
+
+            self.kernels = CudaKernels(stream=stream)
+            native = True
+        elif native is None:
+            try:
+                cpu_kernels.library()
+                native = True
+            except cpu_kernels.KernelsNotBuiltError as exc:
+                log.warning("%s; using the slower numpy post-processing", exc)
+                native = False
+        elif native:
+            cpu_kernels.library()  # raises KernelsNotBuiltError with the build command
+        self.native = native
+
+    def affinity(self, phrase_embed: np.ndarray, mask_embed: np.ndarray, logit_scale: float,
+                 bias: float, plural: np.ndarray,
+                 threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        run = self.kernels.affinity if self.native else numpy_affinity
+        return run(phrase_embed, mask_embed, logit_scale, bias, plural, threshold)
+
+    def decode_masks(self, pixel_embed: np.ndarray, mask_embed: np.ndarray,
+                     selected: np.ndarray, crop_h: float, crop_w: float, height: int,
+                     width: int, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        run = self.kernels.decode_masks if self.native else numpy_decode_masks
+        return run(pixel_embed, mask_embed, selected, crop_h, crop_w, height, width, threshold)
