@@ -19,12 +19,16 @@ from groundrt.model.config import ModelConfig
 from groundrt.preprocess import Letterbox, normalize
 from groundrt.runtime import reference
 from groundrt.runtime.onnx_graphs import OnnxGraphs
+from groundrt.runtime.postprocess import Postprocessor
 from groundrt.text.tokenizer import Tokenizer
 
 
-def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example],
-                       batch_size: int = 8) -> Iterator[tuple[Example, np.ndarray]]:
-    """For each example, its phrase masks [P, H, W] bool at the original size."""
+def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example], batch_size: int = 8,
+                       postprocess: Postprocessor | None = None,
+                       ) -> Iterator[tuple[Example, np.ndarray]]:
+    """For each example, its phrase masks [P, H, W] bool at the original size, decoded by the
+    runtime's post-processing (the native kernels when built, as `Grounder` does)."""
+    postprocess = postprocess or Postprocessor()
     size = graphs.manifest["input"]["size"]
     g = graphs.manifest["grounding"]
     for start in range(0, len(examples), batch_size):
@@ -32,12 +36,14 @@ def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example],
         pixel_embed, mask_embed = graphs.image(np.stack([normalize(e.image) for e in chunk]))
         for i, example in enumerate(chunk):
             phrases = reference.pool_phrases(graphs.text(example.tokens), example.spans)
-            scores = reference.affinity(phrases, mask_embed[i], g["logit_scale"],
-                                        g["affinity_bias"])
-            selected = reference.select_queries(scores, example.plural, g["plural_threshold"])
-            logits = reference.phrase_logits(selected, mask_embed[i], pixel_embed[i])
+            _, selected = postprocess.affinity(phrases, mask_embed[i], g["logit_scale"],
+                                               g["affinity_bias"], example.plural,
+                                               g["plural_threshold"])
             box = Letterbox(size, *example.original_size)
-            yield example, box.to_original(logits, g["pixel_stride"]) > 0
+            masks, _ = postprocess.decode_masks(pixel_embed[i], mask_embed[i], selected,
+                                                *box.crop_region(g["pixel_stride"]),
+                                                box.height, box.width)
+            yield example, masks.astype(bool)
 
 
 def package_examples(graphs: OnnxGraphs, dataset: PNGDataset,
