@@ -29,8 +29,6 @@ from groundrt.runtime.onnx_graphs import OnnxGraphs
 from groundrt.runtime.predict import evaluate_graphs, package_examples
 from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
-
 
 def base_manifest(model: GroundingNet, name: str) -> dict:
     """Everything the runtime needs to drive the graphs, before files and accuracy."""
