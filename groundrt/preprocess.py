@@ -15,6 +15,9 @@ import numpy as np
 MEAN_RGB = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD_RGB = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 PAD_VALUE = 114
+# (v - mean) / std of every uint8 value v, per RGB channel: normalizing is a table lookup, with
+# the same float32 values as computing it
+NORMALIZED_RGB = (np.arange(256, dtype=np.float32)[None, :] - MEAN_RGB[:, None]) / STD_RGB[:, None]
 
 
 @dataclass(frozen=True)
@@ -78,5 +81,9 @@ def resize_region(maps: np.ndarray, crop_h: float, crop_w: float, height: int,
 
 def normalize(image_bgr: np.ndarray) -> np.ndarray:
     """[S, S, 3] uint8 BGR -> [3, S, S] float32, RGB, ImageNet mean/std."""
-    rgb = image_bgr[..., ::-1].astype(np.float32)
-    return ((rgb - MEAN_RGB) / STD_RGB).transpose(2, 0, 1).copy()
+    if image_bgr.dtype != np.uint8:
+        raise TypeError(f"normalize takes uint8 images, not {image_bgr.dtype}")
+    out = np.empty((3,) + image_bgr.shape[:2], dtype=np.float32)
+    for channel in range(3):  # RGB channel c is BGR channel 2 - c
+        np.take(NORMALIZED_RGB[channel], image_bgr[..., 2 - channel], out=out[channel])
+    return out

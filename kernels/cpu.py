@@ -23,7 +23,7 @@ from groundrt.errors import GroundrtError
 LIB_ENV = "GROUNDRT_KERNELS_LIB"
 LIB_DIR = Path(__file__).resolve().parent / "lib"
 LIB_NAME = "libgroundrt_kernels.so"
-ABI_VERSION = 1
+ABI_VERSION = 2
 BUILD_COMMAND = "cmake -S . -B build/cmake && cmake --build build/cmake"
 
 STATS_DTYPE = np.dtype([("area", "<i8"), ("box", "<i4", (4,)), ("centroid", "<f8", (2,)),
@@ -63,7 +63,7 @@ def _load(path: str) -> ctypes.CDLL:
     lib.grt_affinity.argtypes = [ptr, ptr, i32, i32, i32, f32, f32, ptr, f32, ptr, ptr]
     lib.grt_affinity.restype = ctypes.c_int
     lib.grt_decode_masks.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, i32, f64, f64, i32, i32,
-                                     f32, i32, ptr, ptr]
+                                     f32, i32, i32, ptr, ptr]
     lib.grt_decode_masks.restype = ctypes.c_int
     return lib
 
@@ -157,13 +157,13 @@ def affinity(phrase_embed: np.ndarray, mask_embed: np.ndarray, logit_scale: floa
 
 def decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.ndarray,
                  crop_h: float, crop_w: float, height: int, width: int, threshold: float = 0.0,
-                 packed: bool = False,
-                 out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 packed: bool = False, out: tuple[np.ndarray, np.ndarray] | None = None,
+                 threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Phrase masks at the original size and their stats (see the module docstring).
 
     Returns masks uint8 [P, H, W] (0/1), or [P, H, ceil(W / 8)] packed bits (np.packbits order)
     when `packed`, and stats [P] (STATS_DTYPE). `out` = (masks, stats) writes into preallocated
-    arrays.
+    arrays. Up to `threads` threads decode phrases in parallel (the results do not depend on it).
     """
     lib = library()
     pixel, masks, chosen = decode_args(pixel_embed, mask_embed, selected)
@@ -176,5 +176,6 @@ def decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.n
     _check(lib.grt_decode_masks(pixel.ctypes.data, d, h, w, masks.ctypes.data, len(masks),
                                 chosen.ctypes.data, num_phrases, float(crop_h), float(crop_w),
                                 int(height), int(width), float(threshold), int(bool(packed)),
-                                out_masks.ctypes.data, stats.ctypes.data), "grt_decode_masks")
+                                max(1, int(threads)), out_masks.ctypes.data,
+                                stats.ctypes.data), "grt_decode_masks")
     return out_masks, stats

@@ -46,10 +46,12 @@ def numpy_decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected
 
 class Postprocessor:
     """Picks the native CPU kernels when built (`native=None`: if available), else numpy; or,
-    given a CUDA `stream` (the TensorRT backend's), the CUDA kernels on that stream."""
+    given a CUDA `stream` (the TensorRT backend's), the CUDA kernels on that stream. The CPU
+    kernels decode phrases on up to `threads` threads."""
 
-    def __init__(self, native: bool | None = None, stream: Any = None) -> None:
+    def __init__(self, native: bool | None = None, stream: Any = None, threads: int = 1) -> None:
         self.kernels: Any = cpu_kernels
+        self.threads = threads
         if stream is not None:
             from groundrt.kernels.cuda import CudaKernels
 
@@ -75,5 +77,9 @@ class Postprocessor:
     def decode_masks(self, pixel_embed: np.ndarray, mask_embed: np.ndarray,
                      selected: np.ndarray, crop_h: float, crop_w: float, height: int,
                      width: int, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        run = self.kernels.decode_masks if self.native else numpy_decode_masks
-        return run(pixel_embed, mask_embed, selected, crop_h, crop_w, height, width, threshold)
+        args = (pixel_embed, mask_embed, selected, crop_h, crop_w, height, width, threshold)
+        if not self.native:
+            return numpy_decode_masks(*args)
+        if self.kernels is cpu_kernels:
+            return cpu_kernels.decode_masks(*args, threads=self.threads)
+        return self.kernels.decode_masks(*args)

@@ -16,6 +16,7 @@ from groundrt.data import PNGDataset
 from groundrt.errors import CaptionTooLongError
 from groundrt.metric.evaluate import score_masks
 from groundrt.package import PackageError
+from groundrt.preprocess import MEAN_RGB, STD_RGB, normalize
 from groundrt.runtime import DEFAULT_MODEL
 from groundrt.runtime.backends import BackendUnavailableError
 from groundrt.runtime.chunker import NoNounPhraseError
@@ -207,3 +208,11 @@ def test_onnxruntime_fp32_matches_pytorch_on_the_samples(samples):
             union = (a.mask | b.mask).sum()
             ious.append(1.0 if union == 0 else (a.mask & b.mask).sum() / union)
     assert np.mean(ious) >= 0.99 and min(ious) >= 0.95, (np.mean(ious), min(ious))
+
+
+def test_normalize_is_the_imagenet_formula() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    expected = ((image[..., ::-1].astype(np.float32) - MEAN_RGB) / STD_RGB).transpose(2, 0, 1)
+    np.testing.assert_array_equal(normalize(image), expected)
+    with pytest.raises(TypeError, match="uint8"):
+        normalize(image.astype(np.float32))

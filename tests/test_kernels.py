@@ -156,6 +156,56 @@ def test_decode_matches_reference(lib, case: tuple) -> None:
     np.testing.assert_array_equal(packed_stats, stats)
 
 
+def blob_maps(rng: np.random.Generator, num_queries: int, h: int,
+              w: int) -> tuple[np.ndarray, np.ndarray]:
+    """pixel_embed [Q, h, w] and one-hot mask_embed [Q, Q]: query q's logits are negative
+    except for a small blob (a thing), at a map corner or edge for some queries; the last
+    query's map is negative everywhere."""
+    pixel = -rng.uniform(0.5, 6.0, (num_queries, h, w)).astype(np.float32)
+    for q in range(num_queries - 1):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        size_y, size_x = rng.integers(1, 4, 2)
+        pixel[q, y:y + size_y, x:x + size_x] = rng.uniform(0.1, 8.0, (min(size_y, h - y),
+                                                                       min(size_x, w - x)))
+    pixel[0, :2, :2] = 3.0
+    pixel[1, -1:, -3:] = 2.0
+    return pixel, np.eye(num_queries, dtype=np.float32)
+
+
+def test_decode_of_small_blobs(lib) -> None:
+    """Masks much smaller than the image: only the rows and columns near an above-threshold
+    cell are sampled; the rest must still be written (poisoned outputs) and match."""
+    rng = np.random.default_rng(11)
+    num_queries, h, w, crop_h, crop_w, height, width = 9, 13, 13, 9.75, 13.0, 150, 201
+    pixel, mask_embed = blob_maps(rng, num_queries, h, w)
+    selected = np.eye(num_queries, dtype=np.uint8)
+    selected[2, 3] = 1  # a plural: two blobs
+    logits = reference_logits(pixel, mask_embed, selected, crop_h, crop_w, height, width)
+    for threshold in (0.0, 1.5, -0.7):
+        masks, stats = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height,
+                                        width, threshold=threshold,
+                                        out=poisoned(num_queries, height, width))
+        assert_masks(masks, logits, threshold)
+        assert_stats(stats, stats_of(masks, logits))
+        if threshold > 0:
+            assert masks[-1].sum() == 0 and stats[-1]["area"] == 0
+        bits, _ = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height, width,
+                                   threshold=threshold, packed=True,
+                                   out=poisoned(num_queries, height, width, True))
+        np.testing.assert_array_equal(bits, np.packbits(masks, axis=-1, bitorder="big"))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 64])
+def test_decode_threads_give_the_same_bits(lib, threads: int) -> None:
+    rng = np.random.default_rng(threads)
+    pixel, mask_embed, selected = embeddings(rng, 11, 24, 48, 13, 13)
+    args = (pixel, mask_embed, selected, 13.0, 9.75, 97, 131)
+    masks, stats = cpu.decode_masks(*args, threads=1)
+    parallel = cpu.decode_masks(*args, threads=threads, out=poisoned(11, 97, 131))
+    np.testing.assert_array_equal(parallel[0], masks)
+    assert parallel[1].tobytes() == stats.tobytes()
+
+
 def test_threshold_on_the_logit(lib) -> None:
     rng = np.random.default_rng(3)
     pixel, mask_embed, selected = embeddings(rng, 4, 8, 16, 11, 11)

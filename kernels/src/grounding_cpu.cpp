@@ -1,16 +1,23 @@
 // groundrt CPU kernels: mask-phrase affinity and mask decoding (C ABI, kernels_c.h).
 //
-// Single-threaded. The per-element arithmetic is groundrt/grounding_math.h (shared with the CUDA
+// Phrases are decoded in parallel by `threads` workers (each phrase by one, so results do not
+// depend on the thread count). The per-element arithmetic is groundrt/grounding_math.h (shared with the CUDA
 // kernels); this file only arranges the loops for a CPU:
 //   * low-res logits: each query used by some phrase is computed once over the image region,
 //     d-outer so the inner loop runs over pixels (the same madd sequence as `dot`), then every
 //     phrase takes the max over its selected queries;
-//   * decoding: taps are precomputed per output row and column; each output row first blends the
-//     two source rows (lerp over y), then gathers the two x taps (lerp over x), thresholds, packs
-//     and accumulates the row's statistics.
+//   * decoding: taps are precomputed per output row and column; only the output rows and columns
+//     whose taps reach a low-res cell above the threshold are sampled (the rest are off, which
+//     bilinear sampling guarantees: see active_cells); each sampled row first blends the two
+//     source rows (lerp over y), then gathers the two x taps (lerp over x), thresholds, packs and
+//     accumulates the row's statistics.
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstring>
 #include <new>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "groundrt/grounding_math.h"
@@ -69,10 +76,16 @@ void region_logits(const float* pixel_embed, int D, int h, int w, int rows, int 
   }
 }
 
-struct RowScratch {
-  std::vector<Tap> ytaps;
+// Sampling taps of every output row and column (shared, read-only, by the worker threads).
+struct Taps {
+  std::vector<Tap> y;
   std::vector<int> x0, x1;
-  std::vector<float> wx, blend, values;
+  std::vector<float> wx;
+};
+
+// Per-thread row buffers.
+struct RowBuffers {
+  std::vector<float> blend, values;
   std::vector<uint8_t> on;
   std::vector<int32_t> probability;
 };
@@ -92,44 +105,104 @@ void pack_row(const uint8_t* on, int W, uint8_t* out) {
   }
 }
 
+// Inclusive range [first, last] of the outputs whose two taps are not both outside the source
+// range [lo, hi] (taps are monotonic in the output index); first > last when there is none.
+void output_range(int n, const int* i0, const int* i1, int lo, int hi, int& first, int& last) {
+  first = 0;
+  while (first < n && i1[first] < lo) ++first;
+  last = n - 1;
+  while (last >= first && i0[last] > hi) --last;
+}
+
+// The low-res rows and columns that may turn output pixels on: cells above threshold - margin.
+// A bilinear sample is a convex combination of four cells, so when all four are at most
+// `threshold` the exact sample is too; float rounding can lift the computed sample above the
+// exact one by less than 2e-6 of the largest |logit| (two lerps, a few roundings each), which
+// the margin covers. Output pixels outside the range are off without being sampled.
+struct ActiveCells {
+  int row_lo, row_hi, col_lo, col_hi;  // inclusive; row_lo > row_hi when none
+};
+
+ActiveCells active_cells(const float* logits, int rows, int cols, float threshold) {
+  float largest = 0.0f;
+  for (size_t i = 0; i < (size_t)rows * cols; ++i) largest = std::max(largest, std::fabs(logits[i]));
+  const float limit = threshold - 4e-6f * largest;
+  ActiveCells a{rows, -1, cols, -1};
+  for (int y = 0; y < rows; ++y) {
+    const float* row = logits + (size_t)y * cols;
+    for (int x = 0; x < cols; ++x) {
+      if (row[x] > limit) {
+        a.row_lo = std::min(a.row_lo, y);
+        a.row_hi = y;
+        a.col_lo = std::min(a.col_lo, x);
+        a.col_hi = std::max(a.col_hi, x);
+      }
+    }
+  }
+  return a;
+}
+
 // One phrase: masks [H, W] or [H, ceil(W / 8)] and its statistics. On x86-64 also compiled for
 // AVX2 and picked at load time (same IEEE operations, no contraction: the same bits).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void decode_phrase(const float* logits, int cols, RowScratch& s, int H, int W, float threshold,
-                   bool packed, uint8_t* masks, grt_phrase_stats* stats) {
+void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBuffers& b, int H,
+                   int W, float threshold, bool packed, uint8_t* masks, grt_phrase_stats* stats) {
   groundrt::StatsAcc acc;
   groundrt::stats_reset(acc);
   const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
-  const int* __restrict x0 = s.x0.data();
-  const int* __restrict x1 = s.x1.data();
-  const float* __restrict wx = s.wx.data();
-  float* __restrict blend = s.blend.data();
-  float* __restrict values = s.values.data();
-  for (int Y = 0; Y < H; ++Y) {
-    const Tap ty = s.ytaps[Y];
+  const int* __restrict x0 = t.x0.data();
+  const int* __restrict x1 = t.x1.data();
+  const float* __restrict wx = t.wx.data();
+  float* __restrict blend = b.blend.data();
+  float* __restrict values = b.values.data();
+
+  // Only the output rows and columns whose taps reach an active cell are sampled.
+  const ActiveCells cells = active_cells(logits, rows, cols, threshold);
+  int Y_first = 0, Y_last = -1, X_first = 0, X_last = -1;
+  if (cells.row_lo <= cells.row_hi) {
+    std::vector<int> y0(H), y1(H);
+    for (int Y = 0; Y < H; ++Y) y0[Y] = t.y[Y].i0, y1[Y] = t.y[Y].i1;
+    output_range(H, y0.data(), y1.data(), cells.row_lo, cells.row_hi, Y_first, Y_last);
+    output_range(W, x0, x1, cells.col_lo, cells.col_hi, X_first, X_last);
+  }
+  if (Y_first > Y_last || X_first > X_last) {
+    std::memset(masks, 0, (size_t)H * row_bytes);
+    *stats = groundrt::stats_finalize(acc);
+    return;
+  }
+  std::memset(masks, 0, (size_t)Y_first * row_bytes);
+  std::memset(masks + (size_t)(Y_last + 1) * row_bytes, 0, (size_t)(H - 1 - Y_last) * row_bytes);
+  const int c_first = x0[X_first], c_last = x1[X_last];
+
+  for (int Y = Y_first; Y <= Y_last; ++Y) {
+    const Tap ty = t.y[Y];
     const float* r0 = logits + (size_t)ty.i0 * cols;
     const float* r1 = logits + (size_t)ty.i1 * cols;
-    for (int c = 0; c < cols; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], ty.w);
-    for (int X = 0; X < W; ++X) values[X] = groundrt::lerp(blend[x0[X]], blend[x1[X]], wx[X]);
+    for (int c = c_first; c <= c_last; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], ty.w);
+    for (int X = X_first; X <= X_last; ++X) {
+      values[X] = groundrt::lerp(blend[x0[X]], blend[x1[X]], wx[X]);
+    }
 
     // 0/1 of every pixel (the packed form packs these), then the row's statistics over the span
     // between its first and last pixel; every loop but the search for the span vectorizes.
-    uint8_t* __restrict on = packed ? s.on.data() : masks + (size_t)Y * row_bytes;
+    uint8_t* __restrict on = packed ? b.on.data() : masks + (size_t)Y * row_bytes;
+    std::memset(on, 0, (size_t)X_first);
+    std::memset(on + X_last + 1, 0, (size_t)(W - 1 - X_last));
     unsigned count = 0;
-    for (int X = 0; X < W; ++X) {
+    for (int X = X_first; X <= X_last; ++X) {
       on[X] = groundrt::mask_on(values[X], threshold) ? 1 : 0;
       count += on[X];
     }
     if (packed) pack_row(on, W, masks + (size_t)Y * row_bytes);
     if (count == 0) continue;
-    int first = 0, last = W - 1;
+    int first = X_first, last = X_last;
     while (!on[first]) ++first;
     while (!on[last]) --last;
     // Probabilities over the span (every pixel: a branch-free loop), then the sums in chunks of
     // 128 pixels so that 32-bit lanes hold them (128 * 2^24 <= 2^31).
-    int32_t* __restrict probability = s.probability.data();
+    int32_t* __restrict probability = b.probability.data();
     for (int X = first; X <= last; ++X) probability[X] = groundrt::score_fixed(values[X]);
     unsigned long long sum_x = 0, score = 0;
     for (int begin = first; begin <= last; begin += 128) {
@@ -187,8 +260,8 @@ GRT_API int grt_affinity(const float* phrase_embed, const float* mask_embed, int
 GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
                              const float* mask_embed, int32_t Q, const uint8_t* selected,
                              int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
-                             float threshold, int32_t packed, uint8_t* masks,
-                             grt_phrase_stats* stats) {
+                             float threshold, int32_t packed, int32_t threads,
+                             uint8_t* masks, grt_phrase_stats* stats) {
   if (D < 0 || h < 1 || w < 1 || Q < 0 || P < 0 || H < 0 || W < 0) return GRT_ERROR_ARGUMENT;
   if (!(crop_h > 0.0) || !(crop_w > 0.0)) return GRT_ERROR_ARGUMENT;
   if (P == 0) return GRT_OK;
@@ -200,29 +273,50 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     std::vector<float> logits;
     region_logits(pixel_embed, D, h, w, rows, cols, mask_embed, Q, selected, P, logits);
 
-    RowScratch s;
-    s.ytaps.resize(H);
-    for (int Y = 0; Y < H; ++Y) s.ytaps[Y] = groundrt::make_tap(Y, crop_h / H, rows);
-    s.x0.resize(W);
-    s.x1.resize(W);
-    s.wx.resize(W);
+    Taps taps;
+    taps.y.resize(H);
+    for (int Y = 0; Y < H; ++Y) taps.y[Y] = groundrt::make_tap(Y, crop_h / H, rows);
+    taps.x0.resize(W);
+    taps.x1.resize(W);
+    taps.wx.resize(W);
     for (int X = 0; X < W; ++X) {
       const Tap t = groundrt::make_tap(X, crop_w / W, cols);
-      s.x0[X] = t.i0;
-      s.x1[X] = t.i1;
-      s.wx[X] = t.w;
+      taps.x0[X] = t.i0;
+      taps.x1[X] = t.i1;
+      taps.wx[X] = t.w;
     }
-    s.blend.resize(cols);
-    s.values.resize(W);
-    s.on.resize(W);
-    s.probability.resize(W);
-
+    // Phrases are independent: `threads` workers take the next phrase from a shared counter.
+    const int workers = std::max(1, std::min<int>(threads, P));
+    std::vector<RowBuffers> buffers(workers);
+    for (RowBuffers& b : buffers) {
+      b.blend.resize(cols);
+      b.values.resize(W);
+      b.on.resize(W);
+      b.probability.resize(W);
+    }
     const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
     const size_t area = (size_t)rows * cols;
-    for (int p = 0; p < P; ++p) {
-      decode_phrase(logits.data() + p * area, cols, s, H, W, threshold, packed != 0,
-                    masks + (size_t)p * H * row_bytes, stats + p);
+    std::atomic<int> next{0};
+    std::atomic<bool> failed{false};
+    auto work = [&](RowBuffers& b) {
+      try {
+        for (int p = next++; p < P; p = next++) {
+          decode_phrase(logits.data() + p * area, rows, cols, taps, b, H, W, threshold,
+                        packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
+        }
+      } catch (const std::bad_alloc&) {
+        failed = true;
+      }
+    };
+    std::vector<std::thread> pool;
+    try {
+      for (int i = 1; i < workers; ++i) pool.emplace_back(work, std::ref(buffers[i]));
+    } catch (const std::system_error&) {
+      // no more threads: the workers already started (and this one) take every phrase
     }
+    work(buffers[0]);
+    for (std::thread& thread : pool) thread.join();
+    if (failed) return GRT_ERROR_MEMORY;
   } catch (const std::bad_alloc&) {
     return GRT_ERROR_MEMORY;
   }

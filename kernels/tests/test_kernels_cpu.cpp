@@ -37,7 +37,7 @@ static void test_affinity() {
         GRT_ERROR_ARGUMENT);
 }
 
-static void test_decode(int packed) {
+static void test_decode(int packed, int threads) {
   // D = 1, one query of weight 1: the logit map is the pixel map 2y + x on a 2 x 2 grid; the
   // 4 x 4 output samples it at 0, 1/4, 3/4, 1 along each axis (clamped at the edges).
   const float pixel[] = {0, 1, 2, 3};
@@ -48,7 +48,7 @@ static void test_decode(int packed) {
   std::memset(masks, 0xAB, sizeof masks);
   std::memset(stats, 0xAB, sizeof stats);
   CHECK(grt_decode_masks(pixel, 1, 2, 2, mask, 1, selected, 2, 2.0, 2.0, 4, 4, 1.6f, packed,
-                         masks, stats) == GRT_OK);
+                         threads, masks, stats) == GRT_OK);
   const uint8_t expected[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1};
   if (packed) {
     const uint8_t expected_bits[] = {0x00, 0x00, 0x70, 0xF0, 0, 0, 0, 0};
@@ -125,8 +125,10 @@ int main() {
   CHECK(grt_abi_version() == GRT_ABI_VERSION);
   test_shared_math();
   test_affinity();
-  test_decode(0);
-  test_decode(1);
+  test_decode(0, 1);
+  test_decode(0, 2);
+  test_decode(1, 1);
+  test_decode(1, 2);
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

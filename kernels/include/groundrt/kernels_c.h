@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define GRT_ABI_VERSION 1
+#define GRT_ABI_VERSION 2
 
 enum grt_status {
   GRT_OK = 0,
@@ -60,12 +60,14 @@ GRT_API int grt_affinity(const float* phrase_embed, const float* mask_embed, int
  * (a phrase with no selected query has logit -1e30 everywhere: an empty mask). Output pixel
  * (Y, X) samples it bilinearly at ((X + 0.5) * crop_w / W - 0.5, (Y + 0.5) * crop_h / H - 0.5)
  * inside the region rows = min(h, ceil(crop_h)), cols = min(w, ceil(crop_w)), coordinates
- * clamped to the region's edge; the pixel is on when the sampled logit > threshold. */
+ * clamped to the region's edge; the pixel is on when the sampled logit > threshold.
+ * Up to `threads` threads decode phrases in parallel (1: the calling thread only); the results
+ * do not depend on it. */
 GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
                              const float* mask_embed, int32_t Q, const uint8_t* selected,
                              int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
-                             float threshold, int32_t packed, uint8_t* masks,
-                             grt_phrase_stats* stats);
+                             float threshold, int32_t packed, int32_t threads,
+                             uint8_t* masks, grt_phrase_stats* stats);
 
 #ifdef __cplusplus
 }
