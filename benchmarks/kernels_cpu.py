@@ -16,23 +16,19 @@ kernels on 1 and 2 threads, and the ratios.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 from timing import median, percentile, timed
 
 import groundrt
-from groundrt.data import PNGDataset
 from groundrt.kernels import cpu
 from groundrt.preprocess import Letterbox, normalize
 from groundrt.runtime import reference
+from groundrt.runtime.bench import DEFAULT_CAPTION, sample_image
 
-ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 480, 640
 DIM, QUERIES, PHRASES = 48, 24, 8
-CAPTION = ("In this picture we can see two red circles, a blue star, three green squares, "
-           "a small yellow triangle, an orange ring, the sky, the grass and the road.")
 
 
 def random_inputs(seed: int = 0) -> dict:
@@ -49,10 +45,9 @@ def random_inputs(seed: int = 0) -> dict:
 
 def scene_inputs() -> dict:
     """The shipped package's embeddings of a sample scene resized to 640 x 480."""
-    samples = PNGDataset(ROOT / "runtime" / "samples" / "png", "val")
-    image = cv2.resize(samples.read_image(sorted(samples.panoptic.images)[0]), (WIDTH, HEIGHT))
+    image = sample_image(WIDTH, HEIGHT)
     grounder = groundrt.Grounder()
-    text = grounder.encode_text(CAPTION)
+    text = grounder.encode_text(DEFAULT_CAPTION)
     box = Letterbox(grounder.input_size, HEIGHT, WIDTH)
     pixel, masks = grounder.backend.image(normalize(box.apply(image))[None])
     g = grounder.grounding

@@ -6,6 +6,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from groundrt.runtime.bench import percentile  # noqa: F401 (one percentile for all)
+
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
     """Sorted wall times in ms of `runs` calls of `fn`, after `warmup` untimed calls."""
@@ -17,10 +19,6 @@ def timed(fn: Callable[[], object], runs: int, warmup: int = 5) -> list[float]:
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return sorted(times)
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
 
 def median(sorted_ms: list[float]) -> float:

@@ -20,7 +20,15 @@ EXAMPLES = """examples:
   groundrt export distill --teacher runs/teacher --data data/synth --out runs/student
   groundrt export package --model runs/student --data data/synth --out packages/student
   groundrt export engine --package packages/student --precision int8
+  groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
+  groundrt run --source 0 --phrases "a red circle; the grass" --show
+  groundrt bench --runs 100
+  groundrt info
 """
+
+class UsageError(Exception):
+    """Bad usage found after parsing (exit code 2, like argparse's own errors)."""
+
 
 # The optional extra that provides a module a command may need.
 EXTRA_OF_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
@@ -148,6 +156,107 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_video(args: argparse.Namespace) -> int:
+    from groundrt.synth.video import SAMPLE_CAPTION, write_video
+
+    path = write_video(args.out, args.seconds, args.fps, tuple(args.size), args.seed)
+    print(f"wrote {path}; its caption: {SAMPLE_CAPTION}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from groundrt.runtime.captions import CaptionSource, Prompt
+    from groundrt.runtime.grounder import Grounder
+    from groundrt.runtime.sinks import (
+        VIDEO_FOURCC,
+        ImageFolderSink,
+        JsonlSink,
+        VideoSink,
+        WindowSink,
+    )
+    from groundrt.runtime.sources import Reconnect, open_source
+    from groundrt.runtime.stream import Stream
+
+    if args.caption is None and args.phrases is None:
+        if not args.caption_file:
+            raise UsageError("give --caption, --phrases or --caption-file")
+        args.caption = Path(args.caption_file).read_text(encoding="utf-8")
+    prompt = Prompt.parse(args.caption, args.phrases)
+    # Outputs first: an unwritable path fails before the model loads or a frame is read.
+    sinks = []
+    if args.json:
+        sinks.append(JsonlSink(args.json))
+    save_video = args.save and Path(args.save).suffix.lower() in VIDEO_FOURCC
+    if args.save and not save_video:
+        sinks.append(ImageFolderSink(args.save))
+    if args.show:
+        sinks.append(WindowSink())
+    source = open_source(args.source, args.vid_stride, Reconnect(args.reconnect_attempts))
+    if save_video:
+        sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
+    grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
+                        threads=args.threads)
+    grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
+    captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
+                             watch=args.caption_file,
+                             stdin=sys.stdin if args.stdin_captions else None)
+    total = source.total if args.max_frames is None else min(source.total or args.max_frames,
+                                                             args.max_frames)
+    live = True if args.live else False if args.lossless else None
+    with tqdm(total=total, unit="frame", disable=args.quiet, desc=source.name) as bar:
+        stream = Stream(grounder, source, captions, sinks, live=live, max_frames=args.max_frames,
+                        progress=lambda: bar.update(1))
+        print(f"grounding {source.kind} {source.name} ({'live' if stream.live else 'lossless'}"
+              f", {grounder.backend.name} {grounder.backend.precision}): {prompt}",
+              file=sys.stderr)
+        report = stream.run()
+    print(report.summary())
+    return 130 if report.interrupted else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import cv2
+
+    from groundrt.runtime.bench import (
+        DEFAULT_CAPTION,
+        measure,
+        percentile,
+        sample_image,
+        table_header,
+        table_row,
+    )
+    from groundrt.runtime.grounder import Grounder
+    from groundrt.runtime.images import load_image
+
+    width, height = args.size
+    image = (cv2.resize(load_image(args.image), (width, height)) if args.image
+             else sample_image(width, height))
+    grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
+                        threads=args.threads)
+    caption = args.caption or DEFAULT_CAPTION
+    phrases = len(grounder.encode_text(caption).texts)
+    times = measure(grounder, image, caption, args.runs)
+    print(f"{width}x{height} image, {phrases} phrases (caption cached), {args.threads} threads, "
+          f"median / p90 / p99 of {args.runs} runs, ms")
+    print(table_header())
+    print(table_row(f"{grounder.backend.name}, {grounder.backend.precision}", times))
+    total = percentile(times["total"], 0.5)
+    print(f"total p50 {total:.2f} ms ({1e3 / total:.0f} images/s on one stream)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from groundrt.runtime import DEFAULT_MODEL
+    from groundrt.runtime.info import environment, format_info, package_info
+
+    package, env = package_info(args.model or DEFAULT_MODEL), environment()
+    print(json.dumps({"package": package, "environment": env}, indent=2) if args.json
+          else format_info(package, env))
+    return 0
+
+
 def _add_split_arguments(parser: argparse.ArgumentParser, out_help: str | None = None) -> None:
     """--data and --split (and --out when `out_help` is given): the dataset a command reads."""
     parser.add_argument("--data", required=True, help="dataset folder")
@@ -201,6 +310,81 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_arguments(gt, out_help="a .json file or a folder")
     gt.add_argument("--soft", action="store_true", help="soft-map PNGs instead of RLE")
     gt.set_defaults(handler=_cmd_data_gt_pred)
+
+    vd = data_commands.add_parser(
+        "video", help="render the sample video (shapes moving over grass under a sky)",
+        epilog="example: groundrt data video --out samples/video.mp4")
+    vd.add_argument("--out", required=True, help="video file (.mp4)")
+    vd.add_argument("--seconds", type=float, default=4.0)
+    vd.add_argument("--fps", type=float, default=10.0)
+    vd.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
+    vd.add_argument("--seed", type=int, default=7)
+    vd.set_defaults(handler=_cmd_data_video)
+
+    rn = commands.add_parser(
+        "run", help="ground a caption in images, a folder, a video, a camera or a stream",
+        epilog="""examples:
+  groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
+  groundrt run --source "shots/*.jpg" --phrases "the sky; two blue squares" --save annotated/
+  groundrt run --source rtsp://cam.local/stream --caption-file caption.txt --json live.jsonl
+  echo "a yellow star" | groundrt run --source 0 --caption "the grass" --stdin-captions --show
+
+The caption can change while a stream runs: a new line on stdin (--stdin-captions) or a new
+text in --caption-file takes effect on the next frame read. Cameras and streams default to
+--live (only the newest frame waits; the others are dropped and counted), files to --lossless.
+The last line sums up: frames read, processed, dropped; latency p50/p99; FPS.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rn.add_argument("--source", required=True, help="an image, a folder or glob of images, a "
+                    "video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// URL")
+    what = rn.add_mutually_exclusive_group()
+    what.add_argument("--caption", help="ground the noun phrases of this caption")
+    what.add_argument("--phrases", help='explicit phrases separated by ";": "a; b"')
+    rn.add_argument("--caption-file", help="a file whose text is the caption, re-read when it "
+                    "changes")
+    rn.add_argument("--stdin-captions", action="store_true",
+                    help="each line on stdin replaces the caption")
+    rn.add_argument("--model", help="model package (default: the shipped one)")
+    rn.add_argument("--backend", default="auto",
+                    choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    rn.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
+                    help="the image graph (default: the package's)")
+    rn.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    rn.add_argument("--save", help="annotated output: a video file (.mp4, .avi, ...) or a "
+                    "folder of images")
+    rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")
+    rn.add_argument("--show", action="store_true", help="an OpenCV window (needs a display)")
+    rn.add_argument("--max-frames", type=int, help="stop after this many frames")
+    rn.add_argument("--vid-stride", type=int, default=1, help="take every n-th frame")
+    policy = rn.add_mutually_exclusive_group()
+    policy.add_argument("--live", action="store_true", help="drop all but the newest frame "
+                        "when busy (default for cameras and streams)")
+    policy.add_argument("--lossless", action="store_true", help="process every frame in order "
+                        "(default for files)")
+    rn.add_argument("--reconnect-attempts", type=int, default=5,
+                    help="reopen a camera or stream that drops this many times (backoff)")
+    rn.add_argument("--quiet", action="store_true", help="no progress bar")
+    rn.set_defaults(handler=_cmd_run)
+
+    bn = commands.add_parser(
+        "bench", help="per-stage latency of the Grounder on one image",
+        epilog="example: groundrt bench --model runtime/models/default --runs 100")
+    bn.add_argument("--model", help="model package (default: the shipped one)")
+    bn.add_argument("--backend", default="auto",
+                    choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    bn.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"])
+    bn.add_argument("--threads", type=int, default=2)
+    bn.add_argument("--runs", type=int, default=100)
+    bn.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
+    bn.add_argument("--image", help="image file (default: a sample scene)")
+    bn.add_argument("--caption", help="caption (default: one with 8 noun phrases)")
+    bn.set_defaults(handler=_cmd_bench)
+
+    nf = commands.add_parser(
+        "info", help="a package's manifest and the runtimes available on this machine",
+        epilog="example: groundrt info --model runtime/models/default")
+    nf.add_argument("--model", help="model package (default: the shipped one)")
+    nf.add_argument("--json", action="store_true", help="as JSON")
+    nf.set_defaults(handler=_cmd_info)
 
     tr = commands.add_parser(
         "train", help="train the grounding network (needs the [export] extra: torch)",
@@ -275,9 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from groundrt.errors import GroundrtError
 
-    args = build_parser().parse_args(argv)  # exits with 2 on bad usage
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with 2 on bad usage
     try:
         return args.handler(args)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with 2
     except ModuleNotFoundError as exc:
         if args.debug:
             raise

@@ -10,6 +10,7 @@ cache keeps the phrase embeddings), then affinity and mask decoding (native kern
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -45,6 +46,15 @@ class TextEncoding:
     spans: tuple[tuple[int, int], ...] | None  # char spans (None: explicit phrases)
     plural: np.ndarray  # [P] bool
     phrase_embed: np.ndarray  # [P, D] float32
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for the image graph, with the geometry to map results back."""
+
+    image: np.ndarray  # [H, W, 3] uint8 BGR, as loaded
+    box: Letterbox
+    input: np.ndarray  # [3, S, S] float32, normalized
 
 
 def run_manifest(run: Path) -> dict:
@@ -91,6 +101,7 @@ class Grounder:
         self.max_phrases = max_phrases
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[tuple, TextEncoding] = OrderedDict()
+        self._text_lock = threading.Lock()  # stream stages encode captions from several threads
 
     # ----------------------------------------------------------------------------- text
 
@@ -98,15 +109,16 @@ class Grounder:
                     phrases: Sequence[str] | None = None) -> TextEncoding:
         """The phrase embeddings of a caption (its noun phrases) or of explicit phrases."""
         key = (caption, tuple(phrases) if phrases is not None else None)
-        cached = self._text_cache.get(key)
-        if cached is not None:
-            self._text_cache.move_to_end(key)
-            return cached
-        encoding = self._encode_text(caption, phrases)
-        self._text_cache[key] = encoding
-        if len(self._text_cache) > self.text_cache_size:
-            self._text_cache.popitem(last=False)
-        return encoding
+        with self._text_lock:
+            cached = self._text_cache.get(key)
+            if cached is not None:
+                self._text_cache.move_to_end(key)
+                return cached
+            encoding = self._encode_text(caption, phrases)
+            self._text_cache[key] = encoding
+            if len(self._text_cache) > self.text_cache_size:
+                self._text_cache.popitem(last=False)
+            return encoding
 
     def _encode_text(self, caption: str | None, phrases: Sequence[str] | None) -> TextEncoding:
         if phrases is not None:
@@ -151,27 +163,37 @@ class Grounder:
         start = time.perf_counter()
         text = self.encode_text(caption, phrases)
         after_text = time.perf_counter()
-        loaded = [load_image(image, rgb) for image in images]
-        boxes = [Letterbox(self.input_size, *image.shape[:2]) for image in loaded]
-        batch = np.stack([normalize(box.apply(image)) for box, image in zip(boxes, loaded,
-                                                                             strict=True)])
+        prepared = [self.prepare(image, rgb) for image in images]
         after_pre = time.perf_counter()
-        pixel_embed, mask_embed = self.backend.image(batch)
+        pixel_embed, mask_embed = self.infer(np.stack([p.input for p in prepared]))
         after_image = time.perf_counter()
         results = []
-        for i, box in enumerate(boxes):
-            result = self._decode(text, box, pixel_embed[i], mask_embed[i])
+        for i, item in enumerate(prepared):
+            result = self.decode(text, item.box, pixel_embed[i], mask_embed[i])
             result.timings_ms.update(text=(after_text - start) * 1e3,
-                                     preprocess=(after_pre - after_text) * 1e3 / len(boxes),
-                                     image=(after_image - after_pre) * 1e3 / len(boxes))
+                                     preprocess=(after_pre - after_text) * 1e3 / len(prepared),
+                                     image=(after_image - after_pre) * 1e3 / len(prepared))
             results.append(result)
-        total = (time.perf_counter() - start) * 1e3 / len(boxes)
+        total = (time.perf_counter() - start) * 1e3 / len(prepared)
         for result in results:
             result.timings_ms["total"] = total
         return results
 
-    def _decode(self, text: TextEncoding, box: Letterbox, pixel_embed: np.ndarray,
-                mask_embed: np.ndarray) -> GroundingResult:
+    # The three stages of `ground`, for callers that overlap them (runtime/stream.py).
+
+    def prepare(self, image: ImageInput, rgb: bool = False) -> PreparedImage:
+        """Load, letterbox and normalize one image."""
+        loaded = load_image(image, rgb)
+        box = Letterbox(self.input_size, *loaded.shape[:2])
+        return PreparedImage(loaded, box, normalize(box.apply(loaded)))
+
+    def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, 3, S, S] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
+        return self.backend.image(inputs)
+
+    def decode(self, text: TextEncoding, box: Letterbox, pixel_embed: np.ndarray,
+               mask_embed: np.ndarray) -> GroundingResult:
+        """One image's phrase masks from its embeddings: affinity, then mask decoding."""
         g = self.grounding
         tick = time.perf_counter()
         _, selected = self.postprocess.affinity(text.phrase_embed, mask_embed, g["logit_scale"],

@@ -1,0 +1,88 @@
+"""`groundrt info`: a package's manifest, and what this machine can run it with."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+from groundrt.package import read_manifest
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def package_info(folder: str | Path) -> dict:
+    """The manifest's essentials (hashes verified by read_manifest)."""
+    manifest = read_manifest(Path(folder))
+    info = {key: manifest[key] for key in ("precision", "input", "graphs", "engines", "accuracy",
+                                           "grounding") if key in manifest}
+    info["name"] = manifest.get("model", {}).get("name")
+    info["folder"] = str(folder)
+    return info
+
+
+def cuda_driver() -> str:
+    """The CUDA driver's version through pycuda, or why there is none."""
+    if importlib.util.find_spec("pycuda") is None:
+        return "unknown (pycuda not installed: pip install 'groundrt[gpu]')"
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        major, minor = divmod(cuda.get_driver_version() // 10, 100)
+        devices = [cuda.Device(i) for i in range(cuda.Device.count())]
+        names = ", ".join(f"{d.name()} (sm_{''.join(map(str, d.compute_capability()))})"
+                          for d in devices)
+        return f"{major}.{minor}; devices: {names or 'none'}"
+    except Exception as exc:  # noqa: BLE001 (any driver failure is the answer)
+        return f"unavailable ({exc})"
+
+
+def environment() -> dict:
+    """Runtimes and native parts available here."""
+    from groundrt.kernels import cpu
+
+    env: dict = {"groundrt": _version("groundrt")}
+    try:
+        import onnxruntime as ort
+
+        env["onnxruntime"] = f"{ort.__version__}; providers: " + ", ".join(
+            ort.get_available_providers())
+    except ImportError:
+        env["onnxruntime"] = "not installed"
+    env["tensorrt"] = _version("tensorrt") or _version("tensorrt-lean") or \
+        "not installed (pip install 'groundrt[gpu]' on the device)"
+    env["pycuda"] = _version("pycuda") or "not installed"
+    env["cuda driver"] = cuda_driver()
+    env["torch"] = _version("torch") or "not installed (backend 'torch' needs groundrt[export])"
+    env["opencv"] = _version("opencv-python") or _version("opencv-python-headless") or "?"
+    lib = cpu.library_path()
+    env["cpu kernels"] = str(lib) if lib.is_file() else f"not built ({cpu.BUILD_COMMAND})"
+    fatbin = cpu.LIB_DIR / "groundrt_kernels.fatbin"
+    env["cuda kernels"] = str(fatbin) if fatbin.is_file() else "not built (needs nvcc)"
+    return env
+
+
+def format_info(package: dict, env: dict) -> str:
+    lines = [f"package: {package.get('name')} ({package.get('folder')}, hashes verified)"]
+    size = package.get("input", {}).get("size")
+    lines.append(f"  input: {size}x{size}, default precision {package.get('precision')}")
+    for kind, graphs in package.get("graphs", {}).items():
+        lines.append(f"  {kind} graphs: " + ", ".join(f"{p} ({f})" for p, f in graphs.items()))
+    engines = package.get("engines") or {}
+    lines.append("  TensorRT engines: " + (", ".join(engines) if engines else
+                                          "none (groundrt export engine on the device)"))
+    for precision, row in (package.get("accuracy") or {}).items():
+        if isinstance(row, dict) and "overall" in row:
+            lines.append(f"  accuracy {precision}: AR overall {row['overall']:.4f}, things "
+                         f"{row.get('things', float('nan')):.4f}, stuff "
+                         f"{row.get('stuff', float('nan')):.4f} ({row.get('narratives')} "
+                         "val narratives)")
+    lines.append("this machine:")
+    lines += [f"  {key}: {value}" for key, value in env.items()]
+    return "\n".join(lines)

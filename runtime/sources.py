@@ -1,0 +1,248 @@
+"""Frame sources for `groundrt run`: image files, folders and globs, video files, cameras, and
+network streams (RTSP, HTTP), all read with OpenCV.
+
+    source = open_source("runtime/samples/video.mp4")     # or "0", "/dev/video0", "rtsp://..."
+    for frame in source: frame.index, frame.timestamp, frame.image
+
+Files end at their end; a camera or stream that stops delivering frames is reopened with
+exponential backoff (bounded attempts, each logged) and fails with `SourceError` when it does not
+come back. Unreadable image files and frames that do not decode are skipped and counted
+(`source.corrupt`).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from groundrt.errors import GroundrtError
+from groundrt.runtime.images import ImageError, load_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class SourceError(GroundrtError):
+    """A source cannot be opened, or a live source did not come back after reconnecting."""
+
+
+@dataclass
+class Frame:
+    index: int  # position among the frames the source delivered (after --vid-stride)
+    timestamp: float  # seconds: the position in a video file, else since the source opened
+    image: np.ndarray  # [H, W, 3] uint8 BGR
+    name: str  # the image file's name, or "frame <index>"
+    captured: float = 0.0  # time.perf_counter() when read
+    started: float = 0.0  # time.perf_counter() when processing began (latency is from here)
+
+
+class Capture(Protocol):
+    """What groundrt needs of cv2.VideoCapture (tests may hand in their own)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's names)
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def grab(self) -> bool: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a live source is reopened: `attempts` tries, waiting `first_delay` seconds before the
+    first and doubling up to `max_delay`."""
+
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first_delay
+        for _ in range(self.attempts):
+            yield delay
+            delay = min(delay * 2, self.max_delay)
+
+
+class FrameSource:
+    """Base of every source: iterate for frames; counters of what was read and skipped."""
+
+    kind = "source"
+    live = False  # cameras and streams: frames come at their pace, whether read or not
+
+    def __init__(self, name: str, vid_stride: int = 1) -> None:
+        if vid_stride < 1:
+            raise ValueError(f"vid_stride must be at least 1, got {vid_stride}")
+        self.name = name
+        self.vid_stride = vid_stride
+        self.read = 0  # frames delivered
+        self.corrupt = 0  # frames or files skipped because they did not decode
+        self.reconnects = 0
+        self.total: int | None = None  # frames a file source will deliver, when known
+        self.fps: float | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file (iteration may stop early)."""
+
+
+class ImageFiles(FrameSource):
+    """Image files in order; one that cannot be read is skipped, logged and counted."""
+
+    kind = "images"
+
+    def __init__(self, paths: list[Path], name: str, vid_stride: int = 1) -> None:
+        super().__init__(name, vid_stride)
+        self.paths = paths[::vid_stride]
+        self.total = len(self.paths)
+
+    def __iter__(self) -> Iterator[Frame]:
+        start = time.perf_counter()
+        for path in self.paths:
+            try:
+                image = load_image(path)
+            except ImageError as exc:
+                self.corrupt += 1
+                log.warning("skipping %s", exc)
+                continue
+            now = time.perf_counter()
+            yield Frame(self.read, now - start, image, path.name, now)
+            self.read += 1
+
+
+class VideoSource(FrameSource):
+    """A video file, a camera or a network stream through an OpenCV capture.
+
+    `open_capture` returns a new capture each call. A file ends when its frames end; a live
+    source that fails to deliver a frame is released and reopened (`reconnect`).
+    """
+
+    def __init__(self, open_capture: Callable[[], Capture], name: str, kind: str, live: bool,
+                 vid_stride: int = 1, reconnect: Reconnect | None = None) -> None:
+        super().__init__(name, vid_stride)
+        self.kind, self.live = kind, live
+        self.open_capture = open_capture
+        self.reconnect = reconnect or Reconnect()
+        self.capture: Capture | None = None
+        self._open_first()
+
+    def _open_first(self) -> None:
+        capture = self.open_capture()
+        if not capture.isOpened():
+            capture.release()
+            if not self.live:
+                raise SourceError(f"cannot open {self.kind} {self.name}: missing, unreadable "
+                                  "or in a format this OpenCV cannot decode")
+            capture = self._reopen(f"cannot open {self.kind} {self.name}")
+        self.capture = capture
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and fps > 0 else None
+        if not self.live:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.total = -(-count // self.vid_stride) if count > 0 else None
+
+    def _reopen(self, reason: str) -> Capture:
+        """A working capture after `reason`, or SourceError after the last attempt."""
+        for attempt, delay in enumerate(self.reconnect.delays(), start=1):
+            log.warning("%s: reopening in %.1f s (attempt %d of %d)", reason, delay, attempt,
+                        self.reconnect.attempts)
+            time.sleep(delay)
+            capture = self.open_capture()
+            if capture.isOpened():
+                self.reconnects += 1
+                log.warning("%s %s is back after %d attempt(s)", self.kind, self.name, attempt)
+                return capture
+            capture.release()
+        raise SourceError(f"{reason}, and it did not come back after "
+                          f"{self.reconnect.attempts} attempts")
+
+    def _next_image(self) -> np.ndarray | None:
+        """The next frame (after skipping vid_stride - 1), None at the end of a file."""
+        assert self.capture is not None
+        while True:
+            skipped = all(self.capture.grab() for _ in range(self.vid_stride - 1))
+            ok, image = self.capture.read() if skipped else (False, None)
+            if ok and image is not None and image.ndim == 3 and image.size:
+                return image
+            if ok:  # the capture delivered something that is not an image
+                self.corrupt += 1
+                log.warning("skipping a frame of %s that did not decode", self.name)
+                continue
+            if not self.live:
+                return None
+            self.capture.release()
+            self.capture = self._reopen(f"{self.kind} {self.name} stopped delivering frames")
+
+    def __iter__(self) -> Iterator[Frame]:
+        start = time.perf_counter()
+        while self.capture is not None:
+            image = self._next_image()
+            if image is None:
+                return
+            now = time.perf_counter()
+            if self.live:
+                timestamp = now - start
+            else:
+                timestamp = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+            yield Frame(self.read, timestamp, image, f"frame {self.read}", now)
+            self.read += 1
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+def _image_paths(spec: str) -> list[Path] | None:
+    """The images a folder, a glob or an image file names (None: not an image source)."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if glob.has_magic(spec):
+        return sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                      if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return [path]
+    return None
+
+
+def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = None) -> FrameSource:
+    """The source `spec` names: an image file, a folder or glob of images, a video file, a camera
+    index ("0") or device ("/dev/video0"), or an rtsp:// / http(s):// stream URL."""
+    if spec.isdigit():
+        index = int(spec)
+        return VideoSource(lambda: cv2.VideoCapture(index), spec, "camera", True, vid_stride,
+                           reconnect)
+    if spec.startswith("/dev/video"):
+        return VideoSource(lambda: cv2.VideoCapture(spec, cv2.CAP_V4L2), spec, "camera", True,
+                           vid_stride, reconnect)
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return VideoSource(lambda: cv2.VideoCapture(spec, cv2.CAP_FFMPEG), spec, "stream", True,
+                           vid_stride, reconnect)
+    paths = _image_paths(spec)
+    if paths is not None:
+        if not paths:
+            raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {spec}")
+        if len(paths) == 1 and not paths[0].is_file():
+            raise SourceError(f"image file {spec} does not exist")
+        return ImageFiles(paths, spec, vid_stride)
+    path = Path(spec)
+    if not path.is_file():
+        raise SourceError(f"source {spec} is not a file, a folder, a glob, a camera index, "
+                          "/dev/videoN or a stream URL")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        log.warning("%s has no video suffix (%s); trying it as a video", spec,
+                    ", ".join(sorted(VIDEO_SUFFIXES)))
+    return VideoSource(lambda: cv2.VideoCapture(str(path)), spec, "video", False, vid_stride,
+                       reconnect)
