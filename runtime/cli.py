@@ -348,7 +348,8 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
                     choices=["auto", "onnxruntime", "tensorrt", "torch"])
     rn.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
                     help="the image graph (default: the package's)")
-    rn.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    rn.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime threads (default 1: the other stages use the other cores)")
     rn.add_argument("--save", help="annotated output: a video file (.mp4, .avi, ...) or a "
                     "folder of images")
     rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")

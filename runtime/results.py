@@ -16,7 +16,8 @@ PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 1
 
 def encode_rle(mask: np.ndarray) -> dict:
     """COCO RLE of a [H, W] bool mask, `counts` as str (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    as_bytes = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    rle = mask_utils.encode(np.asfortranarray(as_bytes))
     return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
 
 

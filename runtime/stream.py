@@ -3,8 +3,9 @@
     report = Stream(grounder, source, captions, sinks).run()
     print(report.summary())
 
-Each stage runs in its own thread; bounded queues connect them, so a stream runs at the pace of
-its slowest stage rather than the sum of all (OpenCV, ONNX Runtime, the native kernels and
+Capture runs in one thread, then preprocessing + inference, decoding + rendering and writing in
+one thread each (PIPELINE_THREADS); bounded queues connect them, so a stream runs at the pace
+of its slowest thread rather than the sum of all (OpenCV, ONNX Runtime, the native kernels and
 numpy release the GIL while they work). Two policies for frames the pipeline cannot take yet:
 * lossless (files by default): capture waits; every frame is processed, in order;
 * live (cameras and streams by default): only the newest captured frame waits; the one it
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 END = object()  # flows through the queues after the last frame
 STAGES = ("capture", "preprocess", "inference", "decode", "render", "write")
+# The stages each pipeline thread runs after the capture thread: on a 2-core machine four
+# threads beat one per stage (measured by benchmarks/stream_throughput.py: fewer hand-offs and
+# less contention for the cores and the GIL).
+PIPELINE_THREADS = (("preprocess", "inference"), ("decode", "render"), ("write",))
 
 
 class LatestSlot:
@@ -221,7 +226,8 @@ class Stream:
                     break
 
     def _run_pipelined(self) -> None:
-        stages = self._stage_functions()
+        functions = dict(self._stage_functions())
+        stages = [[(name, functions[name]) for name in names] for names in PIPELINE_THREADS]
         first: LatestSlot | queue.Queue = (LatestSlot() if self.live
                                            else queue.Queue(self.queue_size))
         queues = [first] + [queue.Queue(self.queue_size) for _ in stages[1:]]
@@ -237,7 +243,7 @@ class Stream:
                 queues[0].put(END)
 
         def stage(index: int) -> None:
-            name, function = stages[index]
+            group = stages[index]
             inbox = queues[index]
             outbox = queues[index + 1] if index + 1 < len(queues) else None
             failed = False
@@ -245,7 +251,11 @@ class Stream:
                 if failed:
                     continue  # drain, so that the stages before this one can finish
                 try:
-                    out = self._apply(name, function, item)
+                    out = item
+                    for name, function in group:
+                        out = self._apply(name, function, out)
+                        if out is None:
+                            break
                 except BaseException as exc:  # noqa: BLE001
                     failures.append(exc)
                     self.stop()
@@ -266,9 +276,9 @@ class Stream:
         # leave the thread marked finished while it still runs (CPython < 3.13).
         finished = threading.Event()
         threads = [threading.Thread(target=capture, name="capture", daemon=True)]
-        threads += [threading.Thread(target=stage, args=(i,), name=stages[i][0], daemon=True)
+        threads += [threading.Thread(target=stage, args=(i,), name=stages[i][0][0], daemon=True)
                     for i in range(len(stages) - 1)]
-        threads.append(threading.Thread(target=last_stage, name=stages[-1][0], daemon=True))
+        threads.append(threading.Thread(target=last_stage, name=stages[-1][0][0], daemon=True))
         for thread in threads:
             thread.start()
         while True:
