@@ -280,6 +280,17 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser, threads: int,
+                         threads_help: str) -> None:
+    """--model, --backend, --precision, --threads: the Grounder a command builds."""
+    parser.add_argument("--model", help="model package (default: the shipped one)")
+    parser.add_argument("--backend", default="auto",
+                        choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    parser.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
+                        help="the image graph (default: the package's)")
+    parser.add_argument("--threads", type=int, default=threads, help=threads_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundrt", description="Panoptic Narrative Grounding: data, metric and runtime.",
@@ -343,13 +354,8 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
                     "changes")
     rn.add_argument("--stdin-captions", action="store_true",
                     help="each line on stdin replaces the caption")
-    rn.add_argument("--model", help="model package (default: the shipped one)")
-    rn.add_argument("--backend", default="auto",
-                    choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    rn.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
-                    help="the image graph (default: the package's)")
-    rn.add_argument("--threads", type=int, default=1,
-                    help="ONNX Runtime threads (default 1: the other stages use the other cores)")
+    _add_model_arguments(rn, threads=1, threads_help="ONNX Runtime threads (default 1: the "
+                         "other stages use the other cores)")
     rn.add_argument("--save", help="annotated output: a video file (.mp4, .avi, ...) or a "
                     "folder of images")
     rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")
@@ -369,11 +375,7 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     bn = commands.add_parser(
         "bench", help="per-stage latency of the Grounder on one image",
         epilog="example: groundrt bench --model runtime/models/default --runs 100")
-    bn.add_argument("--model", help="model package (default: the shipped one)")
-    bn.add_argument("--backend", default="auto",
-                    choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    bn.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"])
-    bn.add_argument("--threads", type=int, default=2)
+    _add_model_arguments(bn, threads=2, threads_help="ONNX Runtime threads (default 2)")
     bn.add_argument("--runs", type=int, default=100)
     bn.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     bn.add_argument("--image", help="image file (default: a sample scene)")
