@@ -1,7 +1,7 @@
 """Frame sources for `groundrt run`: image files, folders and globs, video files, cameras, and
 network streams (RTSP, HTTP), all read with OpenCV.
 
-    source = open_source("runtime/samples/video.mp4")     # or "0", "/dev/video0", "rtsp://..."
+    source = open_source("pred/sample.mp4")     # or "0", "/dev/video0", "rtsp://..."
     for frame in source: frame.index, frame.timestamp, frame.image
 
 Files end at their end; a camera or stream that stops delivering frames is reopened with

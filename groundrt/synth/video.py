@@ -1,6 +1,6 @@
 """A short sample video of the procedural world: shapes moving over grass under a sky.
 
-    groundrt data video --out runtime/samples/video.mp4
+    groundrt data video --out pred/sample.mp4
 
 The stuff textures and shape rasterizer are the scene generator's; things move on straight lines
 that bounce off the frame's edges and rotate slowly. The same seed gives the same frames.

@@ -1,8 +1,8 @@
 // groundrt CPU kernels: mask-phrase affinity and mask decoding (C ABI, kernels_c.h).
 //
 // Phrases are decoded in parallel by `threads` workers (each phrase by one, so results do not
-// depend on the thread count). The per-element arithmetic is groundrt/grounding_math.h (shared with the CUDA
-// kernels); this file only arranges the loops for a CPU:
+// depend on the thread count). The per-element arithmetic is groundrt/grounding_math.h (shared
+// with the CUDA kernels); this file only arranges the loops for a CPU:
 //   * low-res logits: each query used by some phrase is computed once over the image region,
 //     d-outer so the inner loop runs over pixels (the same madd sequence as `dot`), then every
 //     phrase takes the max over its selected queries;
@@ -24,8 +24,6 @@
 #include "groundrt/kernels_c.h"
 
 namespace {
-
-using groundrt::Tap;
 
 // Low-res logits of every phrase over the region rows x cols -> out [P, rows, cols].
 void region_logits(const float* pixel_embed, int D, int h, int w, int rows, int cols,
@@ -76,11 +74,22 @@ void region_logits(const float* pixel_embed, int D, int h, int w, int rows, int 
   }
 }
 
-// Sampling taps of every output row and column (shared, read-only, by the worker threads).
+// Sampling taps of every output pixel along one axis: indices i0, i1 and the weight w of i1.
+struct AxisTaps {
+  std::vector<int> i0, i1;
+  std::vector<float> w;
+
+  AxisTaps(int n_out, double crop, int n_src) : i0(n_out), i1(n_out), w(n_out) {
+    for (int i = 0; i < n_out; ++i) {
+      const groundrt::Tap t = groundrt::make_tap(i, crop / n_out, n_src);
+      i0[i] = t.i0, i1[i] = t.i1, w[i] = t.w;
+    }
+  }
+};
+
+// The taps of every output row and column (shared, read-only, by the worker threads).
 struct Taps {
-  std::vector<Tap> y;
-  std::vector<int> x0, x1;
-  std::vector<float> wx;
+  AxisTaps y, x;
 };
 
 // Per-thread row buffers.
@@ -152,9 +161,9 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
   groundrt::StatsAcc acc;
   groundrt::stats_reset(acc);
   const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
-  const int* __restrict x0 = t.x0.data();
-  const int* __restrict x1 = t.x1.data();
-  const float* __restrict wx = t.wx.data();
+  const int* __restrict x0 = t.x.i0.data();
+  const int* __restrict x1 = t.x.i1.data();
+  const float* __restrict wx = t.x.w.data();
   float* __restrict blend = b.blend.data();
   float* __restrict values = b.values.data();
 
@@ -162,9 +171,7 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
   const ActiveCells cells = active_cells(logits, rows, cols, threshold);
   int Y_first = 0, Y_last = -1, X_first = 0, X_last = -1;
   if (cells.row_lo <= cells.row_hi) {
-    std::vector<int> y0(H), y1(H);
-    for (int Y = 0; Y < H; ++Y) y0[Y] = t.y[Y].i0, y1[Y] = t.y[Y].i1;
-    output_range(H, y0.data(), y1.data(), cells.row_lo, cells.row_hi, Y_first, Y_last);
+    output_range(H, t.y.i0.data(), t.y.i1.data(), cells.row_lo, cells.row_hi, Y_first, Y_last);
     output_range(W, x0, x1, cells.col_lo, cells.col_hi, X_first, X_last);
   }
   if (Y_first > Y_last || X_first > X_last) {
@@ -177,10 +184,10 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
   const int c_first = x0[X_first], c_last = x1[X_last];
 
   for (int Y = Y_first; Y <= Y_last; ++Y) {
-    const Tap ty = t.y[Y];
-    const float* r0 = logits + (size_t)ty.i0 * cols;
-    const float* r1 = logits + (size_t)ty.i1 * cols;
-    for (int c = c_first; c <= c_last; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], ty.w);
+    const float* r0 = logits + (size_t)t.y.i0[Y] * cols;
+    const float* r1 = logits + (size_t)t.y.i1[Y] * cols;
+    const float wy = t.y.w[Y];
+    for (int c = c_first; c <= c_last; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], wy);
     for (int X = X_first; X <= X_last; ++X) {
       values[X] = groundrt::lerp(blend[x0[X]], blend[x1[X]], wx[X]);
     }
@@ -273,18 +280,7 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     std::vector<float> logits;
     region_logits(pixel_embed, D, h, w, rows, cols, mask_embed, Q, selected, P, logits);
 
-    Taps taps;
-    taps.y.resize(H);
-    for (int Y = 0; Y < H; ++Y) taps.y[Y] = groundrt::make_tap(Y, crop_h / H, rows);
-    taps.x0.resize(W);
-    taps.x1.resize(W);
-    taps.wx.resize(W);
-    for (int X = 0; X < W; ++X) {
-      const Tap t = groundrt::make_tap(X, crop_w / W, cols);
-      taps.x0[X] = t.i0;
-      taps.x1[X] = t.i1;
-      taps.wx[X] = t.w;
-    }
+    const Taps taps{AxisTaps(H, crop_h, rows), AxisTaps(W, crop_w, cols)};
     // Phrases are independent: `threads` workers take the next phrase from a shared counter.
     const int workers = std::max(1, std::min<int>(threads, P));
     std::vector<RowBuffers> buffers(workers);
@@ -297,15 +293,10 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
     const size_t area = (size_t)rows * cols;
     std::atomic<int> next{0};
-    std::atomic<bool> failed{false};
-    auto work = [&](RowBuffers& b) {
-      try {
-        for (int p = next++; p < P; p = next++) {
-          decode_phrase(logits.data() + p * area, rows, cols, taps, b, H, W, threshold,
-                        packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
-        }
-      } catch (const std::bad_alloc&) {
-        failed = true;
+    auto work = [&](RowBuffers& b) {  // decode_phrase allocates nothing: it cannot throw
+      for (int p = next++; p < P; p = next++) {
+        decode_phrase(logits.data() + p * area, rows, cols, taps, b, H, W, threshold,
+                      packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
       }
     };
     std::vector<std::thread> pool;
@@ -316,7 +307,6 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     }
     work(buffers[0]);
     for (std::thread& thread : pool) thread.join();
-    if (failed) return GRT_ERROR_MEMORY;
   } catch (const std::bad_alloc&) {
     return GRT_ERROR_MEMORY;
   }
