@@ -23,7 +23,7 @@ from timing import median, percentile, timed
 
 import groundrt
 from groundrt.kernels import cpu
-from groundrt.preprocess import Letterbox, normalize
+from groundrt.preprocess import Letterbox
 from groundrt.runtime import reference
 from groundrt.runtime.bench import DEFAULT_CAPTION, sample_image
 
@@ -48,11 +48,11 @@ def scene_inputs() -> dict:
     image = sample_image(WIDTH, HEIGHT)
     grounder = groundrt.Grounder()
     text = grounder.encode_text(DEFAULT_CAPTION)
-    box = Letterbox(grounder.input_size, HEIGHT, WIDTH)
-    pixel, masks = grounder.backend.image(normalize(box.apply(image))[None])
+    prepared = grounder.prepare(image)
+    pixel, masks = grounder.infer(prepared.input[None])
     g = grounder.grounding
     return {"phrase": text.phrase_embed, "masks": masks[0], "pixel": pixel[0],
-            "plural": text.plural, "crop": box.crop_region(g["pixel_stride"]),
+            "plural": text.plural, "crop": prepared.box.crop_region(g["pixel_stride"]),
             "logit_scale": g["logit_scale"], "bias": g["affinity_bias"],
             "threshold": g["plural_threshold"]}
 

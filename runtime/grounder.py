@@ -52,7 +52,6 @@ class TextEncoding:
 class PreparedImage:
     """An image ready for the image graph, with the geometry to map results back."""
 
-    image: np.ndarray  # [H, W, 3] uint8 BGR, as loaded
     box: Letterbox
     input: np.ndarray  # [3, S, S] float32, normalized
 
@@ -185,7 +184,7 @@ class Grounder:
         """Load, letterbox and normalize one image."""
         loaded = load_image(image, rgb)
         box = Letterbox(self.input_size, *loaded.shape[:2])
-        return PreparedImage(loaded, box, normalize(box.apply(loaded)))
+        return PreparedImage(box, normalize(box.apply(loaded)))
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 3, S, S] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""

@@ -43,7 +43,6 @@ class Frame:
     timestamp: float  # seconds: the position in a video file, else since the source opened
     image: np.ndarray  # [H, W, 3] uint8 BGR
     name: str  # the image file's name, or "frame <index>"
-    captured: float = 0.0  # time.perf_counter() when read
     started: float = 0.0  # time.perf_counter() when processing began (latency is from here)
 
 
@@ -116,8 +115,7 @@ class ImageFiles(FrameSource):
                 self.corrupt += 1
                 log.warning("skipping %s", exc)
                 continue
-            now = time.perf_counter()
-            yield Frame(self.read, now - start, image, path.name, now)
+            yield Frame(self.read, time.perf_counter() - start, image, path.name)
             self.read += 1
 
 
@@ -190,12 +188,11 @@ class VideoSource(FrameSource):
             image = self._next_image()
             if image is None:
                 return
-            now = time.perf_counter()
             if self.live:
-                timestamp = now - start
+                timestamp = time.perf_counter() - start
             else:
                 timestamp = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1e3
-            yield Frame(self.read, timestamp, image, f"frame {self.read}", now)
+            yield Frame(self.read, timestamp, image, f"frame {self.read}")
             self.read += 1
 
     def close(self) -> None:
