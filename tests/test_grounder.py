@@ -22,6 +22,7 @@ from groundrt.runtime.backends import BackendUnavailableError
 from groundrt.runtime.chunker import NoNounPhraseError
 from groundrt.runtime.grounder import TooManyPhrasesError
 from groundrt.runtime.images import ImageError
+from groundrt.runtime.results import PALETTE, encode_rle
 
 SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "png"
 # AR of the shipped INT8 package on the 16 committed samples: 0.7303 when it was exported
@@ -74,8 +75,24 @@ def test_ground_returns_consistent_masks_and_stats(grounder, samples):
     assert as_json["phrases"][0]["text"] == result.phrases[0].text
     assert set(result.timings_ms) >= {"preprocess", "image", "text", "affinity", "decode",
                                       "total"}
-    overlay = result.overlay(image)
+    overlay = result.overlay(image, alpha=0.5, labels=False)
     assert overlay.shape == image.shape and (overlay != image).any()
+    # each phrase blends its colour over its mask, in phrase order
+    expected = image.astype(np.float64)
+    for i, phrase in enumerate(result.phrases):
+        expected[phrase.mask] = 0.5 * expected[phrase.mask] + 0.5 * np.array(PALETTE[i])
+    assert np.abs(overlay - expected).max() <= 1.5  # uint8 rounding at each blend
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (480, 640), (33, 2)])
+def test_rle_encoding_round_trips(shape):
+    rng = np.random.default_rng(sum(shape))
+    mask = rng.random((shape[0], shape[1] * 2)) > 0.6
+    for view in (mask[:, ::2], np.ascontiguousarray(mask[:, :shape[1]])):  # strided, packed
+        rle = encode_rle(view)
+        assert rle["size"] == list(shape)
+        decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+        assert (decoded.astype(bool) == view).all()
 
 
 def test_the_default_package_grounds_the_samples_above_its_floor(grounder, samples):
