@@ -13,6 +13,7 @@ pipeline thread runs (runtime/stream.py: PIPELINE_THREADS).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -73,6 +74,11 @@ def main() -> None:
     print(f"pipelined / plain loop: {fps['pipelined'] / fps['plain loop']:.2f}x; "
           f"1 / slowest pipeline thread ({slowest}, {threads[slowest]:.2f} ms) = {bound:.1f} "
           f"FPS, pipelined reaches {fps['pipelined'] / bound:.0%} of it")
+    # the stages share the machine's cores: their summed CPU time bounds the throughput too
+    cores = os.cpu_count() or 1
+    core_bound = cores * 1e3 / sum(stages.values())
+    print(f"{cores} cores / total stage time ({sum(stages.values()):.2f} ms) = "
+          f"{core_bound:.1f} FPS, pipelined reaches {fps['pipelined'] / core_bound:.0%} of it")
 
 
 if __name__ == "__main__":
