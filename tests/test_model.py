@@ -67,9 +67,7 @@ def test_gradients_reach_both_paths():
     soft_phrase_probs(out.affinity, plural, out.query_logits).mean().backward()
     for name in ("image_encoder.backbone.stem.0.0.weight", "text_encoder.embed.weight",
                  "text_encoder.layers.layers.0.self_attn.in_proj_weight", "logit_scale",
-                 "image_encoder.query_decoder.queries",
-                 "image_encoder.query_decoder.pool_proj.0.0.weight",  # the mask pooling
-                 "image_encoder.query_decoder.refine_layers.0.layers.0.multihead_attn.in_proj_weight"):
+                 "image_encoder.query_decoder.queries"):
         grad = dict(net.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -124,20 +122,3 @@ def test_wrong_config_is_a_clear_error(tmp_path):
         load_model(tmp_path / "run")
     with pytest.raises(ConfigError, match="pixel_stride must be 4 or 8"):
         replace(TINY, pixel_stride=2)
-
-
-def test_mask_pool_averages_the_features_under_each_mask():
-    from groundrt.model.image_encoder import mask_pool
-
-    g = torch.Generator().manual_seed(3)
-    features = torch.randn(1, 5, 6, 7, generator=g)
-    region = torch.zeros(6, 7, dtype=torch.bool)
-    region[1:4, 2:6] = True
-    # one embedding dimension carries +-30 logits: inside the region for query 0, outside for 1
-    pixel_embed = torch.where(region, 30.0, -30.0).view(1, 1, 6, 7)
-    mask_embed = torch.tensor([[[1.0], [-1.0]]])
-    pooled = mask_pool(mask_embed, pixel_embed, features)
-    flat = features[0].flatten(1)
-    assert torch.allclose(pooled[0, 0], flat[:, region.flatten()].mean(-1), atol=1e-4)
-    assert torch.allclose(pooled[0, 1], flat[:, ~region.flatten()].mean(-1), atol=1e-4)
-

@@ -25,7 +25,6 @@ class ModelConfig:
     num_queries: int = 24  # Q
     query_dim: int = 128
     query_layers: int = 2
-    refine_steps: int = 0  # rounds of mask pooling + attention after the first layers
     # text path
     vocab_size: int = 256
     text_dim: int = 128
@@ -67,11 +66,11 @@ class ModelConfig:
 
 
 PRESETS = {
-    "teacher": ModelConfig(refine_steps=1),
+    "teacher": ModelConfig(),
     "student": ModelConfig(input_size=160, widths=(16, 32, 64, 96), depths=(1, 1, 2, 1),
-                           fpn_dim=48, embed_dim=48, query_dim=96, text_dim=96, refine_steps=1),
+                           fpn_dim=48, embed_dim=48, query_dim=96, text_dim=96),
     "tiny": ModelConfig(input_size=64, widths=(8, 8, 16, 16), depths=(1, 1, 1, 1),
                         fpn_dim=16, embed_dim=16, num_queries=8, query_dim=32, query_layers=1,
-                        refine_steps=1, vocab_size=128, text_dim=32, text_layers=1,
-                        text_heads=2, max_tokens=64),
+                        vocab_size=128, text_dim=32, text_layers=1, text_heads=2,
+                        max_tokens=64),
 }

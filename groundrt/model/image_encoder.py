@@ -1,12 +1,6 @@
 """Image path: a residual CNN backbone, an FPN pixel decoder and a small query decoder.
 
 image [B, 3, S, S] -> pixel_embed [B, D, S/stride, S/stride] and mask_embed [B, Q, D].
-
-The queries first attend to the stride-16 features. Small things are a cell or less there, and
-colour and position are what tell a mentioned thing from its distractors, so with
-`refine_steps` each query then pools the fine features under its own mask (the pixel decoder's
-features, their x/y coordinates and the input's mean colour, at the pixel stride) and attends
-again, as Mask2Former's masked attention and K-Net's mask pooling do.
 """
 
 from __future__ import annotations
@@ -16,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundrt.model.config import ModelConfig
-from groundrt.model.grounding import mask_logits
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: bool = True):
@@ -81,9 +74,8 @@ class PixelDecoder(nn.Module):
         self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
         self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, cfg.embed_dim, 1))
 
-    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries,
-        fine features [B, fpn_dim + 2, h, w]: the decoder's last features and coordinates)."""
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries)."""
         features = features[self.finest:]
         x = self.lateral[-1](features[-1])
         memory = None
@@ -94,52 +86,29 @@ class PixelDecoder(nn.Module):
             if level + self.finest == 2:  # stride 16
                 memory = self.to_memory(x)
         x = torch.cat([x, coordinate_channels(x)], dim=1)
-        return self.head(x), memory, x
-
-
-def decoder_layers(c: int, count: int) -> nn.TransformerDecoder:
-    layer = nn.TransformerDecoderLayer(c, nhead=4, dim_feedforward=2 * c, dropout=0.0,
-                                       batch_first=True, norm_first=True)
-    return nn.TransformerDecoder(layer, count)
-
-
-def mask_pool(mask_embed: torch.Tensor, pixel_embed: torch.Tensor,
-              features: torch.Tensor) -> torch.Tensor:
-    """Mean of `features` [B, C, h, w] under each query's soft mask -> [B, Q, C]."""
-    weights = torch.sigmoid(mask_logits(mask_embed, pixel_embed)).flatten(2)  # [B, Q, h*w]
-    pooled = weights @ features.flatten(2).transpose(1, 2)  # [B, Q, C]
-    return pooled / (weights.sum(-1, keepdim=True) + 1e-3)
+        return self.head(x), memory
 
 
 class QueryDecoder(nn.Module):
-    """Q learned queries attend to the stride-16 features, then (`refine_steps` times) pool the
-    fine features under their masks and attend again -> mask_embed [B, Q, D]."""
+    """Q learned queries attend to the stride-16 features -> mask_embed [B, Q, D]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c, side = cfg.query_dim, cfg.input_size // 16
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, c) * 0.1)
         self.memory_pos = nn.Parameter(torch.randn(side * side, c) * 0.02)
-        self.layers = decoder_layers(c, cfg.query_layers)
+        layer = nn.TransformerDecoderLayer(c, nhead=4, dim_feedforward=2 * c, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, cfg.query_layers)
         self.norm = nn.LayerNorm(c)
         self.mask_mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True),
                                       nn.Linear(c, cfg.embed_dim))
-        fine = cfg.fpn_dim + 2 + 3  # decoder features, coordinates, mean colour
-        self.pool_proj = nn.ModuleList(
-            nn.Sequential(nn.Linear(fine, c), nn.ReLU(inplace=True), nn.Linear(c, c))
-            for _ in range(cfg.refine_steps))
-        self.refine_layers = nn.ModuleList(decoder_layers(c, 1) for _ in range(cfg.refine_steps))
 
-    def forward(self, memory: torch.Tensor, pixel_embed: torch.Tensor,
-                fine: torch.Tensor) -> torch.Tensor:
-        """memory [B, C, S/16, S/16], pixel_embed [B, D, h, w], fine [B, fpn_dim + 5, h, w]."""
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
         b = memory.shape[0]
         tokens = memory.flatten(2).transpose(1, 2) + self.memory_pos  # [B, h*w, C]
-        queries = self.layers(self.queries.unsqueeze(0).expand(b, -1, -1), tokens)
-        for proj, layer in zip(self.pool_proj, self.refine_layers, strict=True):
-            pooled = mask_pool(self.mask_mlp(self.norm(queries)), pixel_embed, fine)
-            queries = layer(queries + proj(pooled), tokens)
-        return self.mask_mlp(self.norm(queries))
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
+        return self.mask_mlp(self.norm(self.layers(queries, tokens)))
 
 
 class ImageEncoder(nn.Module):
@@ -150,10 +119,7 @@ class ImageEncoder(nn.Module):
         self.backbone = Backbone(cfg)
         self.pixel_decoder = PixelDecoder(cfg)
         self.query_decoder = QueryDecoder(cfg)
-        self.pixel_stride = cfg.pixel_stride
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pixel_embed, memory, fine = self.pixel_decoder(self.backbone(image))
-        if self.query_decoder.refine_layers:
-            fine = torch.cat([fine, F.avg_pool2d(image, self.pixel_stride)], dim=1)
-        return pixel_embed, self.query_decoder(memory, pixel_embed, fine)
+        pixel_embed, memory = self.pixel_decoder(self.backbone(image))
+        return pixel_embed, self.query_decoder(memory)
