@@ -38,7 +38,7 @@ LOGITS_BLOCK = 128
 DECODE_BLOCK = 256  # must equal kDecodeBlock in grounding.cu
 FINALIZE_BLOCK = 128
 MAX_ROWS_PER_BLOCK = 64  # kMaxRowsPerBlock
-ROWS_PER_BLOCK = (8, 32)  # the range that measured fastest on an H100 (benchmarks/kernels_gpu.py)
+ROWS_PER_BLOCK = (8, 32)  # fastest at 640x480 and 1920x1080 on an H200 (reports/kernels_gpu.md)
 TARGET_DECODE_BLOCKS = 2048  # enough blocks to fill a large GPU, few enough to keep atomics rare
 
 # kernel name -> pycuda `prepare` signature (P pointer, i int32, f float32, d float64)
