@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -65,6 +66,13 @@ def qdq_model(act_zp_dtype=np.int8, act_zp_value=0, conv_scale_shape=(4,), conv_
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 5])], inits)
     opsets = [helper.make_opsetid("", opset), *extra_opsets]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def test_the_shipped_trt_graph_follows_the_rules() -> None:
+    """The default package's INT8-TRT graph passes; its ONNX Runtime (uint8) twin does not."""
+    package = Path(__file__).resolve().parents[1] / "runtime" / "models" / "default"
+    assert check_trt_qdq(package / "image.int8.trt.onnx") == []
+    assert check_trt_qdq(package / "image.int8.cpu.onnx")
 
 
 def test_symmetric_graph_passes_and_runs_in_onnxruntime():
