@@ -4,8 +4,10 @@
 #
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]        # default: $OUT, else gpu_checks/
 #
-# Needs kernels/lib/ built (cmake, see the README), numpy, OpenCV, pytest, CuPy and nvcc there, and
-# pycuda's sdist and pure-Python dependencies in build/device_wheels/ (made by `bash benchmarks/gpu_checks.sh --download`). Steps:
+# Needs Python 3.11+ (-P keeps the source tree off sys.path), kernels/lib/ built (cmake, see the
+# README), numpy, OpenCV, pytest, CuPy and nvcc there,
+# and pycuda's sdist and pure-Python dependencies in build/device_wheels/ (fetched beforehand on
+# a machine with PyPI by `bash benchmarks/gpu_checks.sh --download`). Steps:
 #   1. the device, driver and library versions;
 #   2. the fatbin loads (else it is rebuilt with this machine's nvcc, and the log says so);
 #   3. benchmarks/kernels_gpu.py: every kernel output against the CPU library, kernel times and
@@ -67,7 +69,9 @@ cupy.RawModule(path=str(cuda.fatbin_path())).get_function('grt_affinity_kernel')
   echo "the fatbin built by the build machine's nvcc loads"
 else
   echo "the shipped fatbin does not load on this driver: rebuilding it with this machine's nvcc"
-  cmake -S . -B build/device && cmake --build build/device -j 16 || fail "fatbin rebuild"
+  # ON explicitly: the CPU-only step above may have left OFF in build/device's cache
+  cmake -S . -B build/device -DGROUNDRT_WITH_CUDA=ON && cmake --build build/device -j 16 \
+    || fail "fatbin rebuild"
 fi
 
 step "kernels: GPU vs CPU library, timings and bandwidth (cupy)"

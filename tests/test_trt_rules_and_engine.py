@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -27,6 +26,7 @@ from groundrt.export.trt_rules import (
     check_trt_qdq,
     qdq_summary,
 )
+from groundrt.runtime import DEFAULT_MODEL
 
 RNG = np.random.default_rng(0)
 CONV_W = RNG.integers(-127, 128, size=(4, 3, 3, 3), dtype=np.int8)
@@ -70,9 +70,8 @@ def qdq_model(act_zp_dtype=np.int8, act_zp_value=0, conv_scale_shape=(4,), conv_
 
 def test_the_shipped_trt_graph_follows_the_rules() -> None:
     """The default package's INT8-TRT graph passes; its ONNX Runtime (uint8) twin does not."""
-    package = Path(__file__).resolve().parents[1] / "runtime" / "models" / "default"
-    assert check_trt_qdq(package / "image.int8.trt.onnx") == []
-    assert check_trt_qdq(package / "image.int8.cpu.onnx")
+    assert check_trt_qdq(DEFAULT_MODEL / "image.int8.trt.onnx") == []
+    assert check_trt_qdq(DEFAULT_MODEL / "image.int8.cpu.onnx")
 
 
 def test_symmetric_graph_passes_and_runs_in_onnxruntime():
