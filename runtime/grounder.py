@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from groundrt.errors import GroundrtError
+from groundrt.kernels import cpu as cpu_kernels
 from groundrt.package import MANIFEST_FILE, PackageError, read_manifest
-from groundrt.preprocess import Letterbox, normalize
+from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend
 from groundrt.runtime.chunker import noun_phrases, require_noun_phrases
@@ -71,15 +72,16 @@ class Grounder:
         with backend="torch". backend: "auto" (TensorRT where the package has engines and
         TensorRT + pycuda are installed, else ONNX Runtime), "onnxruntime", "tensorrt", "torch".
     precision: the image graph ("int8-cpu", "int8-trt", "fp32"; default: the package's).
-    native_kernels: None = the C++ kernels when built, else numpy; True requires them.
-    decode_threads: threads of the C++ mask decoding (1 is fastest on typical scenes, where few
-        pixels are near a mask; more pays off for large masks at high resolutions).
+    native_kernels: None = the C++ kernels (letterbox, affinity, decoding) when built, else
+        OpenCV and numpy; True requires them.
+    threads: ONNX Runtime's intra-op threads. decode_threads: threads of the C++ mask decoding,
+        one phrase each (default: `threads`; a stream whose stages run side by side wants 1).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
-                 decode_threads: int = 1) -> None:
+                 decode_threads: int | None = None) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -94,7 +96,8 @@ class Grounder:
         self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
         # the TensorRT backend runs the CUDA kernels on its own stream
         self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
-                                         decode_threads)
+                                         threads if decode_threads is None else decode_threads)
+        self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
         self.input_size: int = self.manifest["input"]["size"]
         self.grounding: dict = self.manifest["grounding"]
         self.max_phrases = max_phrases
@@ -184,7 +187,7 @@ class Grounder:
         """Load, letterbox and normalize one image."""
         loaded = load_image(image, rgb)
         box = Letterbox(self.input_size, *loaded.shape[:2])
-        return PreparedImage(box, normalize(box.apply(loaded)))
+        return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox))
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 3, S, S] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""

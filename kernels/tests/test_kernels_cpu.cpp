@@ -121,6 +121,36 @@ static void test_shared_math() {
   CHECK(a.area == 5 && a.box[0] == 0 && a.box[1] == 1 && a.box[2] == 3 && a.box[3] == 4);
 }
 
+static void test_letterbox() {
+  // a 2 x 3 BGR image -> S = 3, inner 1 x 2: ratio 2 over rows, 1.5 over columns, so output x = 0
+  // averages columns 0 and half of 1, x = 1 half of 1 and 2 (weights 2/3, 1/3 and 1/3, 2/3)
+  const uint8_t image[2 * 3 * 3] = {
+      0, 10, 100, 30, 40, 130, 60, 70, 160,   // row 0: B, G, R of three pixels
+      0, 20, 200, 30, 50, 230, 90, 80, 190};  // row 1
+  float table[3 * 256];
+  for (int c = 0; c < 3; ++c) {
+    for (int v = 0; v < 256; ++v) table[c * 256 + v] = 1000.0f * c + v;  // RGB channel c
+  }
+  float out[3 * 3 * 3];
+  CHECK(grt_letterbox(image, 2, 3, 9, 3, 1, 2, 7, table, out) == GRT_OK);
+  // BGR channel b of output x: rounded average over the two rows and the column taps
+  auto expect = [&](int b, int x) {
+    const double rows[3] = {(image[b] + image[9 + b]) / 2.0, (image[3 + b] + image[12 + b]) / 2.0,
+                            (image[6 + b] + image[15 + b]) / 2.0};
+    const double v = x == 0 ? (rows[0] + 0.5 * rows[1]) / 1.5 : (0.5 * rows[1] + rows[2]) / 1.5;
+    return 1000.0 * (2 - b) + std::nearbyint(v);
+  };
+  for (int b = 0; b < 3; ++b) {
+    const float* plane = out + (2 - b) * 9;  // RGB plane of BGR channel b
+    CHECK(plane[0] == expect(b, 0) && plane[1] == expect(b, 1));
+    CHECK(plane[2] == 1000.0f * (2 - b) + 7);  // padding column
+    for (int i = 3; i < 9; ++i) CHECK(plane[i] == 1000.0f * (2 - b) + 7);  // padding rows
+  }
+  // enlarging and a row stride shorter than a row are refused
+  CHECK(grt_letterbox(image, 2, 3, 9, 3, 3, 3, 7, table, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 8, 3, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
+}
+
 int main() {
   CHECK(grt_abi_version() == GRT_ABI_VERSION);
   test_shared_math();
@@ -129,6 +159,7 @@ int main() {
   test_decode(0, 2);
   test_decode(1, 1);
   test_decode(1, 2);
+  test_letterbox();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
