@@ -6,7 +6,8 @@
   are the mean over each phrase's token span, done by the runtime, so any number of phrases
   works without re-running the graph).
 
-Each graph is exported with the torch.export based exporter (opset 18: the TorchScript exporter
+The image graph's query decoder is first folded into fewer ops (folded_query_decoder.py). Each
+graph is exported with the torch.export based exporter (opset 18: the TorchScript exporter
 bakes the example's token count into the attention reshapes), simplified
 with onnxslim (constant folding, dead-code and shape-op elimination), checked with
 `onnx.checker` and compared against PyTorch on random inputs.
@@ -25,6 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from groundrt.export.folded_query_decoder import FoldedQueryDecoder
 from groundrt.model.network import GroundingNet
 
 OPSET = 18
@@ -32,12 +34,17 @@ IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
 
 
 class ImageGraph(nn.Module):
+    """The image encoder with its query decoder folded for export (folded_query_decoder.py)."""
+
     def __init__(self, model: GroundingNet) -> None:
         super().__init__()
-        self.encoder = model.image_encoder
+        self.backbone = model.image_encoder.backbone
+        self.pixel_decoder = model.image_encoder.pixel_decoder
+        self.query_decoder = FoldedQueryDecoder(model.image_encoder.query_decoder)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(image)
+        pixel_embed, memory = self.pixel_decoder(self.backbone(image))
+        return pixel_embed, self.query_decoder(memory)
 
 
 class TextGraph(nn.Module):

@@ -16,6 +16,7 @@ from pathlib import Path
 from groundrt.data import PNGDataset
 from groundrt.export.onnx_export import compare_with_torch, export_onnx, graph_io
 from groundrt.export.quantize import (
+    DEFAULT_FLOAT_POLICIES,
     ImageCalibrationReader,
     calibration_images,
     quantize_image_graph,
@@ -51,7 +52,7 @@ def base_manifest(model: GroundingNet, name: str) -> dict:
 
 def build_package(run: str | Path, data: str | Path, out: str | Path, name: str | None = None,
                   calibration_count: int = 512, eval_limit: int | None = None,
-                  keep_float: tuple[str, ...] = ("projections",), seed: int = 0,
+                  keep_float: tuple[str, ...] = DEFAULT_FLOAT_POLICIES, seed: int = 0,
                   progress: bool = True) -> dict:
     """Writes the package of `run` into `out` and returns its manifest."""
     run, out = Path(run), Path(out)

@@ -111,11 +111,14 @@ def _cmd_export_distill(args: argparse.Namespace) -> int:
 
 def _cmd_export_package(args: argparse.Namespace) -> int:
     from groundrt.export.package_builder import build_package
+    from groundrt.export.quantize import DEFAULT_FLOAT_POLICIES
 
+    keep_float = (DEFAULT_FLOAT_POLICIES if args.keep_float is None
+                  else tuple(filter(None, args.keep_float.split(","))))
     manifest = build_package(args.model, args.data, args.out, name=args.name,
                              calibration_count=args.calibration_images,
                              eval_limit=args.eval_limit,
-                             keep_float=tuple(filter(None, args.keep_float.split(","))),
+                             keep_float=keep_float,
                              progress=not args.quiet)
     print(f"wrote package {args.out}: " + ", ".join(
         f"{name} {entry['bytes'] / 1e6:.2f} MB" for name, entry in manifest["files"].items()))
@@ -420,8 +423,9 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     pk.add_argument("--calibration-images", type=int, default=512,
                     help="training images for INT8 calibration (default 512)")
     pk.add_argument("--eval-limit", type=int, help="val narratives scored (default: all)")
-    pk.add_argument("--keep-float", default="projections",
-                    help="comma-separated float policies: projections, norms ('' = none)")
+    pk.add_argument("--keep-float",
+                    help="comma-separated float policies: projections, stem, attention, norms "
+                    "('' = none; default: projections,stem,attention)")
     pk.add_argument("--quiet", action="store_true", help="no progress bars")
     pk.set_defaults(handler=_cmd_export_package)
 

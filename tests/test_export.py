@@ -17,11 +17,14 @@ import onnxruntime as ort  # noqa: E402
 from groundrt.data import PNGDataset  # noqa: E402
 from groundrt.examples import build_examples  # noqa: E402
 from groundrt.export.distill import DistillObjective, distill  # noqa: E402
+from groundrt.export.folded_query_decoder import FoldedQueryDecoder  # noqa: E402
 from groundrt.export.onnx_export import compare_with_torch, export_onnx  # noqa: E402
 from groundrt.export.package_builder import build_package  # noqa: E402
 from groundrt.export.quantize import (  # noqa: E402
     ImageCalibrationReader,
     calibration_images,
+    FLOAT_POLICIES,
+    input_convolutions,
     output_projections,
     quantize_image_graph,
 )
@@ -57,6 +60,25 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_folded_query_decoder_computes_the_trained_decoder(layers):
+    """Folding the constant first self-attention and repacking the projections changes no
+    result (random weights, several batch sizes)."""
+    from groundrt.model.image_encoder import QueryDecoder
+
+    cfg = replace(PRESETS["student"], query_layers=layers)
+    torch.manual_seed(layers)
+    decoder = QueryDecoder(cfg).eval()
+    folded = FoldedQueryDecoder(decoder).eval()
+    side = cfg.input_size // 16
+    with torch.no_grad():
+        for batch in (1, 3):
+            memory = torch.randn(batch, cfg.query_dim, side, side)
+            want, got = decoder(memory), folded(memory)
+            assert got.shape == want.shape == (batch, cfg.num_queries, cfg.embed_dim)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_onnx_export_matches_pytorch_at_any_token_count(tiny_run, tmp_path):
     from groundrt.model.checkpoint import load_model
 
@@ -86,9 +108,13 @@ def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp
     reader = ImageCalibrationReader(train_set, ids, TINY.input_size, progress=False)
     graphs = quantize_image_graph(paths["image"], reader, tmp_path / "work")
     assert graphs.calibration_images == 4
-    assert set(graphs.float_nodes) == set(output_projections(onnx.load(str(tmp_path / "work" /
-                                                                             "prepared.onnx"))))
-    assert len(graphs.float_nodes) == 2  # pixel_embed's and mask_embed's projections
+    prepared = onnx.load(str(tmp_path / "work" / "prepared.onnx"))
+    projections, stem = output_projections(prepared), input_convolutions(prepared)
+    assert len(projections) == 2 and len(stem) == 1  # pixel_embed's and mask_embed's; the stem
+    attention = FLOAT_POLICIES["attention"](prepared)
+    assert {prepared_op(prepared, n) for n in attention} == {"MatMul", "Softmax",
+                                                            "LayerNormalization"}
+    assert set(graphs.float_nodes) == set(projections) | set(stem) | set(attention)
 
     assert check_trt_qdq(graphs.trt) == []
     cpu_types = {init.data_type for init in onnx.load(str(graphs.cpu)).graph.initializer}
@@ -104,6 +130,10 @@ def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp
             assert g.shape == w.shape
             # int8 is close to float: correlation of the embeddings, not equality
             assert np.corrcoef(g.ravel(), w.ravel())[0, 1] > 0.9
+
+
+def prepared_op(model, name: str) -> str:
+    return next(n.op_type for n in model.graph.node if n.name == name)
 
 
 def test_package_manifest_verifies_every_file(tiny_run, tiny_data, tmp_path):
