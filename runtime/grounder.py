@@ -75,13 +75,14 @@ class Grounder:
     native_kernels: None = the C++ kernels (letterbox, affinity, decoding) when built, else
         OpenCV and numpy; True requires them.
     threads: ONNX Runtime's intra-op threads. decode_threads: threads of the C++ mask decoding,
-        one phrase each (default: `threads`; a stream whose stages run side by side wants 1).
+        one phrase each (default 1: right after the image graph ONNX Runtime's threads still
+        spin on the cores, and a second decoding thread measured slower in `ground()`).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
-                 decode_threads: int | None = None) -> None:
+                 decode_threads: int = 1) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -96,7 +97,7 @@ class Grounder:
         self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
         # the TensorRT backend runs the CUDA kernels on its own stream
         self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
-                                         threads if decode_threads is None else decode_threads)
+                                         decode_threads)
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
         self.input_size: int = self.manifest["input"]["size"]
         self.grounding: dict = self.manifest["grounding"]
