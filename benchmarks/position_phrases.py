@@ -1,0 +1,119 @@
+"""Why position-named phrases fail: "the brown hexagon on the left" vs "... on the right".
+
+    python benchmarks/position_phrases.py --model runs/teacher --data data/synth
+
+A position group names two or three lookalike things by their order along one axis. For every
+pair of such phrases in a val caption (the same words but the position) it measures, with the
+run in PyTorch at the loss resolution (input / pixel stride):
+* how often both phrases pick the same query (top-1 affinity);
+* the cosine of the pair's phrase embeddings (does the text path tell them apart?);
+* the IoU of the picked query's mask with the phrase's own instance and with its partner's;
+* the oracle: the best IoU any query reaches with the phrase's instance (do the queries
+  separate the lookalikes at all?), beside the same oracle for the other singular things of
+  those captions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from groundrt.data import PNGDataset
+from groundrt.examples import Example, build_examples
+from groundrt.model.checkpoint import load_model
+from groundrt.text.tokenizer import Tokenizer
+from groundrt.train.batch import collate, segment_masks
+from groundrt.vocabulary import load_vocabulary
+
+BATCH = 16
+
+
+def position_pairs(phrases: list, positions: list[str]) -> Iterator[tuple[int, int]]:
+    """Index pairs of position phrases whose words differ only by the position."""
+    pattern = re.compile(" (" + "|".join(map(re.escape, positions)) + ")$")
+    named = [i for i, p in enumerate(phrases) if "position" in p.phenomena]
+    for a in named:
+        for b in named:
+            if a < b and pattern.sub("", phrases[a].text) == pattern.sub("", phrases[b].text):
+                yield a, b
+
+
+def iou(mask: torch.Tensor, target: torch.Tensor) -> float:
+    union = (mask | target).sum().item()
+    return (mask & target).sum().item() / union if union else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="training run folder")
+    parser.add_argument("--data", required=True, help="dataset folder with a val split")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model).eval()
+    cfg = model.cfg
+    dataset = PNGDataset(args.data, "val")
+    positions = list(load_vocabulary().positions)
+    by_key = {p.key: p for p in dataset.phrases}
+    tokenizer = Tokenizer(f"{args.model}/tokenizer.model", cfg.max_tokens)
+    examples: list[Example] = [
+        e for e in build_examples(dataset, tokenizer, cfg, progress=False)
+        if any("position" in by_key[k].phenomena for k in e.keys)]
+    side = cfg.input_size // cfg.pixel_stride
+
+    same_query, cosines, own, partner, oracle, other_oracle = [], [], [], [], [], []
+    with torch.no_grad():
+        for start in range(0, len(examples), BATCH):
+            chunk = examples[start:start + BATCH]
+            batch = collate(chunk, side)
+            out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+            masks = out.query_logits > 0  # [B, Q, h, w] at the loss size
+            for j, example in enumerate(chunk):
+                phrases = [by_key[k] for k in example.keys]
+                segments = torch.from_numpy(segment_masks(example.panoptic, example.segment_ids,
+                                                          side)) > 0.5
+                index = {int(s): n for n, s in enumerate(example.segment_ids)}
+
+                def target(phrase, segments=segments, index=index) -> torch.Tensor:
+                    return torch.stack([segments[index[s]] for s in phrase.segment_ids]).any(0)
+
+                embed = F.normalize(out.phrase_embed[j, :len(phrases)], dim=-1)
+                for phrase in phrases:
+                    if (phrase.is_thing and not phrase.is_plural
+                            and "position" not in phrase.phenomena):
+                        other_oracle.append(max(iou(m, target(phrase)) for m in masks[j]))
+                for a, b in position_pairs(phrases, positions):
+                    picked = out.affinity[j, [a, b]].argmax(-1).tolist()
+                    same_query.append(picked[0] == picked[1])
+                    cosines.append(float(embed[a] @ embed[b]))
+                    for this, other, query in ((a, b, picked[0]), (b, a, picked[1])):
+                        mine, theirs = target(phrases[this]), target(phrases[other])
+                        own.append(iou(masks[j, query], mine))
+                        partner.append(iou(masks[j, query], theirs))
+                        oracle.append(max(iou(m, mine) for m in masks[j]))
+
+    own_a, partner_a, oracle_a = map(np.array, (own, partner, oracle))
+    print(f"{args.model}: {len(examples)} val narratives with position phrases, "
+          f"{len(same_query)} pairs")
+    print(f"| both phrases of a pair pick the same query | {np.mean(same_query):.1%} |")
+    print(f"| cosine of the pair's phrase embeddings, median (min) | {np.median(cosines):.4f} "
+          f"({np.min(cosines):.4f}) |")
+    print(f"| picked query's mask: IoU with its own instance / the partner's | "
+          f"{own_a.mean():.3f} / {partner_a.mean():.3f} |")
+    print(f"| picked the own instance rather than the partner's | "
+          f"{np.mean(own_a > partner_a):.1%} (partner's {np.mean(partner_a > own_a):.1%}) |")
+    print(f"| oracle: best query's IoU with the instance, mean (share > 0.5) | "
+          f"{oracle_a.mean():.3f} ({np.mean(oracle_a > 0.5):.1%}) |")
+    other = np.array(other_oracle)
+    print(f"| the same oracle for the {len(other)} other singular things | {other.mean():.3f} "
+          f"({np.mean(other > 0.5):.1%}) |")
+
+
+if __name__ == "__main__":
+    main()
