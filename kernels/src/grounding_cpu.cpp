@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "groundrt/cpu_clones.h"
 #include "groundrt/grounding_math.h"
 #include "groundrt/kernels_c.h"
 
@@ -75,17 +76,37 @@ void region_logits(const float* pixel_embed, int D, int h, int w, int rows, int 
 }
 
 // Sampling taps of every output pixel along one axis: indices i0, i1 and the weight w of i1.
+// Taps are monotonic in the output index, so the outputs sharing one (i0, i1) pair form a run:
+// run k covers outputs [run_start[k], run_start[k + 1]).
 struct AxisTaps {
   std::vector<int> i0, i1;
   std::vector<float> w;
+  std::vector<int> run_start;
 
   AxisTaps(int n_out, double crop, int n_src) : i0(n_out), i1(n_out), w(n_out) {
     for (int i = 0; i < n_out; ++i) {
       const groundrt::Tap t = groundrt::make_tap(i, crop / n_out, n_src);
       i0[i] = t.i0, i1[i] = t.i1, w[i] = t.w;
+      if (i == 0 || i0[i] != i0[i - 1] || i1[i] != i1[i - 1]) run_start.push_back(i);
     }
+    run_start.push_back(n_out);
   }
 };
+
+// values[X] = lerp(row[i0[X]], row[i1[X]], w[X]) for X in [first, last], run by run: within a
+// run both taps are fixed, so the loop over X is contiguous (it vectorizes; a gather per pixel
+// did not) and computes lerp's a + w * (b - a) with the same operations: the same bits.
+GRT_AVX2_CLONES
+void lerp_columns(const float* row, const AxisTaps& t, int first, int last, float* values) {
+  const float* __restrict w = t.w.data();
+  float* __restrict out = values;
+  auto run = std::upper_bound(t.run_start.begin(), t.run_start.end(), first) - 1;
+  for (; *run <= last; ++run) {
+    const int begin = std::max(*run, first), end = std::min(*(run + 1), last + 1);
+    const float a = row[t.i0[begin]], b_minus_a = row[t.i1[begin]] - a;
+    for (int X = begin; X < end; ++X) out[X] = a + w[X] * b_minus_a;
+  }
+}
 
 // The taps of every output row and column (shared, read-only, by the worker threads).
 struct Taps {
@@ -151,11 +172,8 @@ ActiveCells active_cells(const float* logits, int rows, int cols, float threshol
   return a;
 }
 
-// One phrase: masks [H, W] or [H, ceil(W / 8)] and its statistics. On x86-64 also compiled for
-// AVX2 and picked at load time (same IEEE operations, no contraction: the same bits).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+// One phrase: masks [H, W] or [H, ceil(W / 8)] and its statistics.
+GRT_AVX2_CLONES
 void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBuffers& b, int H,
                    int W, float threshold, bool packed, uint8_t* masks, grt_phrase_stats* stats) {
   groundrt::StatsAcc acc;
@@ -163,7 +181,6 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
   const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
   const int* __restrict x0 = t.x.i0.data();
   const int* __restrict x1 = t.x.i1.data();
-  const float* __restrict wx = t.x.w.data();
   float* __restrict blend = b.blend.data();
   float* __restrict values = b.values.data();
 
@@ -188,9 +205,7 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
     const float* r1 = logits + (size_t)t.y.i1[Y] * cols;
     const float wy = t.y.w[Y];
     for (int c = c_first; c <= c_last; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], wy);
-    for (int X = X_first; X <= X_last; ++X) {
-      values[X] = groundrt::lerp(blend[x0[X]], blend[x1[X]], wx[X]);
-    }
+    lerp_columns(blend, t.x, X_first, X_last, values);
 
     // 0/1 of every pixel (the packed form packs these), then the row's statistics over the span
     // between its first and last pixel; every loop but the search for the span vectorizes.

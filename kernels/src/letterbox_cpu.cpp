@@ -13,6 +13,7 @@
 #include <new>
 #include <vector>
 
+#include "groundrt/cpu_clones.h"
 #include "groundrt/kernels_c.h"
 
 namespace {
@@ -58,11 +59,8 @@ AreaTaps area_taps(int32_t src, int32_t dst) {
   return out;
 }
 
-// blended[v] += w * src[v] for v < n: the bulk of the work; AVX2 where the CPU has it (GCC and
-// Clang pick the clone at load time).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target_clones("avx2", "default")))
-#endif
+// blended[v] += w * src[v] for v < n: the bulk of the row pass.
+GRT_AVX2_CLONES
 void blend_row(float* __restrict blended, const uint8_t* __restrict src, float w, int32_t n) {
   for (int32_t v = 0; v < n; ++v) blended[v] += w * (float)src[v];
 }
