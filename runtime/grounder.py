@@ -168,7 +168,10 @@ class Grounder:
         after_text = time.perf_counter()
         prepared = [self.prepare(image, rgb) for image in images]
         after_pre = time.perf_counter()
-        pixel_embed, mask_embed = self.infer(np.stack([p.input for p in prepared]))
+        # one image: a view, no copy of its input
+        batch = (prepared[0].input[None] if len(prepared) == 1
+                 else np.stack([p.input for p in prepared]))
+        pixel_embed, mask_embed = self.infer(batch)
         after_image = time.perf_counter()
         results = []
         for i, item in enumerate(prepared):
