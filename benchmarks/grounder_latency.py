@@ -6,6 +6,9 @@ A 640x480 sample image (a committed sample scene, resized), a caption with 8 nou
 the caption's text cached (it is encoded once before timing). Rows: the shipped package
 (default precision, native kernels), the same with numpy post-processing, and the teacher run in
 PyTorch eager through the same Grounder code (`backend="torch"`). p50 / p90 / p99 per stage.
+The rows are measured in alternating blocks (--rounds), so that a shared machine's changes of
+speed reach every row alike and their ratios hold (measured one after the other, the teacher's
+ratio moved from 4.3x to 7.2x between two runs).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import groundrt
 from groundrt.runtime.bench import (
     DEFAULT_CAPTION,
-    measure,
+    measure_interleaved,
     percentile,
     sample_image,
     table_header,
@@ -34,28 +37,30 @@ def main() -> None:
     parser.add_argument("--teacher", default=str(ROOT / "runs" / "teacher"))
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="alternating blocks the runs are split into (default 10)")
     args = parser.parse_args()
     image = sample_image(640, 480)
 
-    # Each row is built right before it is measured: the teacher row imports torch, whose
-    # OpenMP threads must not sit beside the package rows (a deployment has no torch).
-    rows = {
-        "package, native kernels": lambda: groundrt.Grounder(
+    grounders = {
+        "package, native kernels": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=True),
-        "package, numpy post-processing": lambda: groundrt.Grounder(
+        "package, numpy post-processing": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=False),
-        "teacher, PyTorch eager": lambda: groundrt.Grounder(
+        "teacher, PyTorch eager": groundrt.Grounder(
             args.teacher, backend="torch", threads=args.threads),
     }
     print(f"640x480 image, {len(noun_phrases(DEFAULT_CAPTION))} phrases (caption cached), "
-          f"{args.threads} threads, median / p90 / p99 of {args.runs} runs, ms")
+          f"{args.threads} threads, median / p90 / p99 of {args.runs} runs in {args.rounds} "
+          "alternating blocks, ms")
     print(table_header())
+    times = measure_interleaved(grounders, image, DEFAULT_CAPTION, args.runs,
+                                rounds=args.rounds)
     medians = {}
-    for name, build in rows.items():
-        grounder = build()
-        times = measure(grounder, image, DEFAULT_CAPTION, args.runs)
-        medians[name] = percentile(times["total"], 0.5)
-        print(table_row(f"{name} ({grounder.backend.name}, {grounder.backend.precision})", times))
+    for name, grounder in grounders.items():
+        medians[name] = percentile(times[name]["total"], 0.5)
+        print(table_row(f"{name} ({grounder.backend.name}, {grounder.backend.precision})",
+                        times[name]))
     base = medians["package, native kernels"]
     for name, value in medians.items():
         print(f"{name}: total p50 {value:.2f} ms = {value / base:.1f}x the package's")

@@ -35,15 +35,27 @@ def sample_image(width: int = 640, height: int = 480) -> np.ndarray:
 def measure(grounder: Grounder, image: np.ndarray, caption: str = DEFAULT_CAPTION,
             runs: int = 100, warmup: int = 5) -> dict[str, list[float]]:
     """Sorted per-stage times (ms) of `runs` calls of grounder.ground(image, caption)."""
-    grounder.encode_text(caption)
-    for _ in range(warmup):
-        grounder.ground(image, caption)
-    times: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    for _ in range(runs):
-        result = grounder.ground(image, caption)
-        for stage in STAGES:
-            times[stage].append(result.timings_ms[stage])
-    return {stage: sorted(values) for stage, values in times.items()}
+    return measure_interleaved({"": grounder}, image, caption, runs, warmup)[""]
+
+
+def measure_interleaved(grounders: dict[str, Grounder], image: np.ndarray,
+                        caption: str = DEFAULT_CAPTION, runs: int = 100, warmup: int = 5,
+                        rounds: int = 1) -> dict[str, dict[str, list[float]]]:
+    """`measure` for several grounders, in `rounds` alternating blocks of runs / rounds calls
+    each, so that all of them see the same phases of a shared machine's speed."""
+    times = {name: {stage: [] for stage in STAGES} for name in grounders}
+    for grounder in grounders.values():
+        grounder.encode_text(caption)
+        for _ in range(warmup):
+            grounder.ground(image, caption)
+    for block in range(rounds):
+        for name, grounder in grounders.items():
+            for _ in range(runs // rounds + (block < runs % rounds)):
+                result = grounder.ground(image, caption)
+                for stage in STAGES:
+                    times[name][stage].append(result.timings_ms[stage])
+    return {name: {stage: sorted(v) for stage, v in stages.items()}
+            for name, stages in times.items()}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
