@@ -21,9 +21,9 @@ from groundrt.export.folded_query_decoder import FoldedQueryDecoder  # noqa: E40
 from groundrt.export.onnx_export import compare_with_torch, export_onnx  # noqa: E402
 from groundrt.export.package_builder import build_package  # noqa: E402
 from groundrt.export.quantize import (  # noqa: E402
+    FLOAT_POLICIES,
     ImageCalibrationReader,
     calibration_images,
-    FLOAT_POLICIES,
     input_convolutions,
     output_projections,
     quantize_image_graph,
