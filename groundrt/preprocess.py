@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from groundrt.kernels import cpu as cpu_kernels
+
 MEAN_RGB = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD_RGB = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 PAD_VALUE = 114
@@ -103,7 +105,5 @@ def letterbox_input(image_bgr: np.ndarray, box: Letterbox, native: bool = False)
     out 1 apart) when the image shrinks; enlarging always takes OpenCV's path.
     """
     if native and box.shrinks:
-        from groundrt.kernels import cpu as cpu_kernels
-
         return cpu_kernels.letterbox(image_bgr, box.size, *box.inner, PAD_VALUE, NORMALIZED_RGB)
     return normalize(box.apply(image_bgr))

@@ -65,10 +65,6 @@ void blend_row(float* __restrict blended, const uint8_t* __restrict src, float w
   for (int32_t v = 0; v < n; ++v) blended[v] += w * (float)src[v];
 }
 
-void fill_pad(float* plane_row, int32_t count, float value) {
-  std::fill(plane_row, plane_row + count, value);
-}
-
 }  // namespace
 
 extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
@@ -110,11 +106,12 @@ extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
         }
       }
       for (int c = 0; c < kChannels; ++c) {
-        fill_pad(dst[c] + inner_w, S - inner_w, table[(2 - c) * 256 + pad]);
+        std::fill(dst[c] + inner_w, dst[c] + S, table[(2 - c) * 256 + pad]);
       }
     }
     for (int c = 0; c < kChannels; ++c) {
-      fill_pad(out + c * plane + (size_t)inner_h * S, (S - inner_h) * S, table[c * 256 + pad]);
+      std::fill(out + c * plane + (size_t)inner_h * S, out + (c + 1) * plane,
+                table[c * 256 + pad]);
     }
   } catch (const std::bad_alloc&) {
     return GRT_ERROR_MEMORY;
