@@ -38,13 +38,11 @@ class ImageGraph(nn.Module):
 
     def __init__(self, model: GroundingNet) -> None:
         super().__init__()
-        self.backbone = model.image_encoder.backbone
-        self.pixel_decoder = model.image_encoder.pixel_decoder
-        self.query_decoder = FoldedQueryDecoder(model.image_encoder.query_decoder)
+        self.encoder = model.image_encoder
+        self.folded_decoder = FoldedQueryDecoder(model.image_encoder.query_decoder)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pixel_embed, memory = self.pixel_decoder(self.backbone(image))
-        return pixel_embed, self.query_decoder(memory)
+        return self.encoder(image, self.folded_decoder)
 
 
 class TextGraph(nn.Module):
@@ -149,8 +147,9 @@ def export_onnx(model: GroundingNet, out: str | Path) -> dict[str, Path]:
     # folder, then save each simplified graph as one self-contained file
     with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
         raw = {name: Path(scratch) / path.name for name, path in paths.items()}
-        _export(ImageGraph(model), image, spec["image"], raw["image"], {})
-        _export(TextGraph(model), tokens, spec["text"], raw["text"], {"tokens": cfg.max_tokens})
+        _export(ImageGraph(model).eval(), image, spec["image"], raw["image"], {})
+        _export(TextGraph(model).eval(), tokens, spec["text"], raw["text"],
+                {"tokens": cfg.max_tokens})
         for name, path in paths.items():
             onnx.save(simplify(onnx.load(str(raw[name]))), str(path))
     return paths
