@@ -70,7 +70,7 @@ def test_gradients_reach_both_paths():
     soft_phrase_probs(out.affinity, plural, out.query_logits).mean().backward()
     for name in ("image_encoder.backbone.stem.0.0.weight", "text_encoder.embed.weight",
                  "text_encoder.layers.layers.0.self_attn.in_proj_weight", "logit_scale",
-                 "image_encoder.query_decoder.queries", "image_encoder.mask_pooling.mlp.0.weight",
+                 "image_encoder.query_decoder.queries", "image_encoder.mask_pooling.mlp.2.weight",
                  "image_encoder.pixel_decoder.head.0.0.weight"):
         grad = dict(net.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
