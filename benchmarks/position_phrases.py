@@ -22,15 +22,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from query_masks import grounded_examples, iou
 
 from groundrt.data import PNGDataset
 from groundrt.examples import Example, build_examples
 from groundrt.model.checkpoint import load_model
 from groundrt.text.tokenizer import Tokenizer
-from groundrt.train.batch import collate, segment_masks
 from groundrt.vocabulary import load_vocabulary
-
-BATCH = 16
 
 
 def position_pairs(phrases: list, positions: list[str]) -> Iterator[tuple[int, int]]:
@@ -41,11 +39,6 @@ def position_pairs(phrases: list, positions: list[str]) -> Iterator[tuple[int, i
         for b in named:
             if a < b and pattern.sub("", phrases[a].text) == pattern.sub("", phrases[b].text):
                 yield a, b
-
-
-def iou(mask: torch.Tensor, target: torch.Tensor) -> float:
-    union = (mask | target).sum().item()
-    return (mask & target).sum().item() / union if union else 0.0
 
 
 def main() -> None:
@@ -65,38 +58,25 @@ def main() -> None:
     examples: list[Example] = [
         e for e in build_examples(dataset, tokenizer, cfg, progress=False)
         if any("position" in by_key[k].phenomena for k in e.keys)]
-    side = cfg.input_size // cfg.pixel_stride
 
     same_query, cosines, own, partner, oracle, other_oracle = [], [], [], [], [], []
-    with torch.no_grad():
-        for start in range(0, len(examples), BATCH):
-            chunk = examples[start:start + BATCH]
-            batch = collate(chunk, side)
-            out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
-            masks = out.query_logits > 0  # [B, Q, h, w] at the loss size
-            for j, example in enumerate(chunk):
-                phrases = [by_key[k] for k in example.keys]
-                segments = torch.from_numpy(segment_masks(example.panoptic, example.segment_ids,
-                                                          side)) > 0.5
-                index = {int(s): n for n, s in enumerate(example.segment_ids)}
-
-                def target(phrase, segments=segments, index=index) -> torch.Tensor:
-                    return torch.stack([segments[index[s]] for s in phrase.segment_ids]).any(0)
-
-                embed = F.normalize(out.phrase_embed[j, :len(phrases)], dim=-1)
-                for phrase in phrases:
-                    if (phrase.is_thing and not phrase.is_plural
-                            and "position" not in phrase.phenomena):
-                        other_oracle.append(max(iou(m, target(phrase)) for m in masks[j]))
-                for a, b in position_pairs(phrases, positions):
-                    picked = out.affinity[j, [a, b]].argmax(-1).tolist()
-                    same_query.append(picked[0] == picked[1])
-                    cosines.append(float(embed[a] @ embed[b]))
-                    for this, other, query in ((a, b, picked[0]), (b, a, picked[1])):
-                        mine, theirs = target(phrases[this]), target(phrases[other])
-                        own.append(iou(masks[j, query], mine))
-                        partner.append(iou(masks[j, query], theirs))
-                        oracle.append(max(iou(m, mine) for m in masks[j]))
+    for g in grounded_examples(model, examples):
+        phrases = [by_key[k] for k in g.example.keys]
+        embed = F.normalize(g.phrase_embed, dim=-1)
+        for phrase in phrases:
+            if phrase.is_thing and not phrase.is_plural and "position" not in phrase.phenomena:
+                target = g.target(phrase.segment_ids)
+                other_oracle.append(max(iou(m, target) for m in g.query_masks))
+        for a, b in position_pairs(phrases, positions):
+            picked = g.affinity[[a, b]].argmax(-1).tolist()
+            same_query.append(picked[0] == picked[1])
+            cosines.append(float(embed[a] @ embed[b]))
+            for this, other, query in ((a, b, picked[0]), (b, a, picked[1])):
+                mine = g.target(phrases[this].segment_ids)
+                theirs = g.target(phrases[other].segment_ids)
+                own.append(iou(g.query_masks[query], mine))
+                partner.append(iou(g.query_masks[query], theirs))
+                oracle.append(max(iou(m, mine) for m in g.query_masks))
 
     own_a, partner_a, oracle_a = map(np.array, (own, partner, oracle))
     print(f"{args.model}: {len(examples)} val narratives with position phrases, "
