@@ -38,11 +38,13 @@ class ImageGraph(nn.Module):
 
     def __init__(self, model: GroundingNet) -> None:
         super().__init__()
-        self.encoder = model.image_encoder
-        self.folded_decoder = FoldedQueryDecoder(model.image_encoder.query_decoder)
+        self.backbone = model.image_encoder.backbone
+        self.pixel_decoder = model.image_encoder.pixel_decoder
+        self.query_decoder = FoldedQueryDecoder(model.image_encoder.query_decoder)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(image, self.folded_decoder)
+        pixel_embed, memory = self.pixel_decoder(self.backbone(image))
+        return pixel_embed, self.query_decoder(memory)
 
 
 class TextGraph(nn.Module):

@@ -97,17 +97,6 @@ def test_onnx_export_matches_pytorch_at_any_token_count(tiny_run, tmp_path):
     assert pixel.shape == (3, TINY.embed_dim, 16, 16) and mask.shape == (3, 8, TINY.embed_dim)
 
 
-def test_onnx_export_of_the_instance_separation_options(tmp_path):
-    """Coordinate bands and mask pooling export too, with the folded decoder in between."""
-    torch.manual_seed(4)
-    model = GroundingNet(replace(TINY, coord_bands=3, mask_pooling=True)).eval()
-    with torch.no_grad():  # its output layer starts at zero: give the refinement an effect
-        torch.nn.init.normal_(model.image_encoder.mask_pooling.mlp[2].weight, std=0.5)
-    paths = export_onnx(model, tmp_path)
-    checks = compare_with_torch(model, paths["image"], paths["text"], trials=3)
-    assert all(c.max_abs_error < 1e-4 for c in checks), checks
-
-
 def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp_path):
     from groundrt.model.checkpoint import load_model
 

@@ -22,8 +22,6 @@ from groundrt.model.grounding import (  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 
 TINY = PRESETS["tiny"]
-# the instance-separation options: sin/cos coordinate bands and mask-pooled query refinement
-TINY_POOLED = replace(TINY, coord_bands=2, mask_pooling=True)
 
 
 def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
@@ -37,13 +35,12 @@ def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
     return image, tokens, padding, spans
 
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_POOLED], ids=["plain", "pooled"])
 @pytest.mark.parametrize("p", [0, 1, 30])
-def test_output_shapes_and_dtypes(p, cfg):
+def test_output_shapes_and_dtypes(p):
     torch.manual_seed(0)
-    net = GroundingNet(cfg).eval()
+    net = GroundingNet(TINY).eval()
     with torch.no_grad():
-        out = net(*inputs(cfg, 2, p))
+        out = net(*inputs(TINY, 2, p))
     h = TINY.input_size // TINY.pixel_stride
     d, q = TINY.embed_dim, TINY.num_queries
     assert out.pixel_embed.shape == (2, d, h, h)
@@ -63,15 +60,14 @@ def test_output_shapes_and_dtypes(p, cfg):
 
 def test_gradients_reach_both_paths():
     torch.manual_seed(0)
-    net = GroundingNet(TINY_POOLED)
-    image, tokens, padding, spans = inputs(TINY_POOLED, 2, 3)
+    net = GroundingNet(TINY)
+    image, tokens, padding, spans = inputs(TINY, 2, 3)
     out = net(image, tokens, padding, spans)
     plural = torch.tensor([[True, False, False], [False, True, False]])
     soft_phrase_probs(out.affinity, plural, out.query_logits).mean().backward()
     for name in ("image_encoder.backbone.stem.0.0.weight", "text_encoder.embed.weight",
                  "text_encoder.layers.layers.0.self_attn.in_proj_weight", "logit_scale",
-                 "image_encoder.query_decoder.queries", "image_encoder.mask_pooling.mlp.2.weight",
-                 "image_encoder.pixel_decoder.head.0.0.weight"):
+                 "image_encoder.query_decoder.queries"):
         grad = dict(net.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -102,12 +98,12 @@ def test_grounding_arithmetic_against_numpy():
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(3)
-    net = GroundingNet(TINY_POOLED)
+    net = GroundingNet(TINY)
     net.train()
     net(*inputs(TINY, 2, 2))  # moves the BatchNorm running statistics
     save_model(tmp_path / "run", net)
     loaded = load_model(tmp_path / "run")
-    assert loaded.cfg == TINY_POOLED
+    assert loaded.cfg == TINY
     for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     net.eval(), loaded.eval()
@@ -126,8 +122,3 @@ def test_wrong_config_is_a_clear_error(tmp_path):
         load_model(tmp_path / "run")
     with pytest.raises(ConfigError, match="pixel_stride must be 4 or 8"):
         replace(TINY, pixel_stride=2)
-    with pytest.raises(ConfigError, match="coord_bands must be >= 0"):
-        replace(TINY, coord_bands=-1)
-    (tmp_path / "run" / "config.json").write_text(json.dumps(TINY.to_json()))
-    with pytest.raises(ConfigError, match="mask_pooling"):
-        load_model(tmp_path / "run", TINY_POOLED)

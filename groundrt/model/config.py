@@ -22,11 +22,9 @@ class ModelConfig:
     fpn_dim: int = 64  # channels of the pixel decoder
     embed_dim: int = 64  # D of pixel_embed [D, h, w] and mask_embed [Q, D]
     pixel_stride: int = 4  # stride of pixel_embed (4 or 8)
-    coord_bands: int = 0  # sin/cos frequency bands added to the x, y channels of the pixel head
     num_queries: int = 24  # Q
     query_dim: int = 128
     query_layers: int = 2
-    mask_pooling: bool = False  # refine each mask embedding by pooling pixels under its mask
     # text path
     vocab_size: int = 256
     text_dim: int = 128
@@ -41,8 +39,6 @@ class ModelConfig:
             raise ConfigError("widths and depths need 4 entries (strides 4, 8, 16, 32)")
         if self.pixel_stride not in (4, 8):
             raise ConfigError(f"pixel_stride must be 4 or 8, not {self.pixel_stride}")
-        if self.coord_bands < 0:
-            raise ConfigError(f"coord_bands must be >= 0, not {self.coord_bands}")
         if self.input_size % 32:
             raise ConfigError(f"input_size must be a multiple of 32, not {self.input_size}")
 

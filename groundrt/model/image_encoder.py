@@ -5,8 +5,6 @@ image [B, 3, S, S] -> pixel_embed [B, D, S/stride, S/stride] and mask_embed [B, 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,22 +52,13 @@ class Backbone(nn.Module):
         return features
 
 
-def coordinate_channels(x: torch.Tensor, bands: int = 0) -> torch.Tensor:
-    """[B, 2 + 4 bands, h, w]: x and y in [-1, 1], then sin and cos of 2^k pi x and y.
-
-    Raw coordinates let a linear mask logit split the image by a line; the sin/cos bands
-    (k = 0 .. bands - 1) let `mask_embed . pixel_embed` place a bump around any one instance,
-    which two lookalike instances need to get separate masks.
-    """
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """[B, 2, h, w] normalized x and y coordinates in [-1, 1], so embeddings know position."""
     b, _, h, w = x.shape
     ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device)
     xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    channels = [grid_x, grid_y]
-    for k in range(bands):
-        for grid in (grid_x, grid_y):
-            channels += [torch.sin(grid * (math.pi * 2**k)), torch.cos(grid * (math.pi * 2**k))]
-    return torch.stack(channels).unsqueeze(0).expand(b, -1, -1, -1)
+    return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(b, -1, -1, -1)
 
 
 class PixelDecoder(nn.Module):
@@ -83,9 +72,7 @@ class PixelDecoder(nn.Module):
         self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in used)
         self.smooth = nn.ModuleList(conv_bn(c, c) for _ in used[:-1])
         self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
-        self.coord_bands = cfg.coord_bands
-        self.head = nn.Sequential(conv_bn(c + 2 + 4 * cfg.coord_bands, c),
-                                  nn.Conv2d(c, cfg.embed_dim, 1))
+        self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, cfg.embed_dim, 1))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries)."""
@@ -98,7 +85,7 @@ class PixelDecoder(nn.Module):
             x = self.smooth[level](x + self.lateral[level](features[level]))
             if level + self.finest == 2:  # stride 16
                 memory = self.to_memory(x)
-        x = torch.cat([x, coordinate_channels(x, self.coord_bands)], dim=1)
+        x = torch.cat([x, coordinate_channels(x)], dim=1)
         return self.head(x), memory
 
 
@@ -124,35 +111,6 @@ class QueryDecoder(nn.Module):
         return self.mask_mlp(self.norm(self.layers(queries, tokens)))
 
 
-class MaskPooling(nn.Module):
-    """Refines each mask embedding with what lies under its own mask (mask-pooled features).
-
-    w_q = sigmoid(mask_embed_q . pixel_embed) is the query's soft mask; the mean of
-    [pixel_embed; x; y] under w_q (its appearance and soft centroid) and the embedding itself
-    go through an MLP whose output is added to the embedding. It is Mask2Former's masked
-    attention reduced to one pooling step: the query sees its instance, not the whole image,
-    and its position enters the embedding the phrases are compared with.
-    """
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        d = cfg.embed_dim
-        self.mlp = nn.Sequential(nn.Linear(2 * d + 2, cfg.query_dim), nn.ReLU(inplace=True),
-                                 nn.Linear(cfg.query_dim, d))
-        # zero-initialized output: training starts from the unrefined embeddings (the first
-        # try, with a default init, started far worse: 0.659 vs 0.735 AR after one epoch)
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def forward(self, mask_embed: torch.Tensor, pixel_embed: torch.Tensor) -> torch.Tensor:
-        """mask_embed [B, Q, D], pixel_embed [B, D, h, w] -> refined mask_embed [B, Q, D]."""
-        features = torch.cat([pixel_embed, coordinate_channels(pixel_embed)], dim=1).flatten(2)
-        weights = torch.sigmoid(mask_embed @ pixel_embed.flatten(2))  # [B, Q, h*w]
-        # +1 keeps a query with an empty mask finite (a pixel's weight is at most 1)
-        pooled = (weights @ features.transpose(1, 2)) / (weights.sum(-1, keepdim=True) + 1.0)
-        return mask_embed + self.mlp(torch.cat([mask_embed, pooled], dim=-1))
-
-
 class ImageEncoder(nn.Module):
     """image [B, 3, S, S] (normalized) -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
 
@@ -161,13 +119,7 @@ class ImageEncoder(nn.Module):
         self.backbone = Backbone(cfg)
         self.pixel_decoder = PixelDecoder(cfg)
         self.query_decoder = QueryDecoder(cfg)
-        self.mask_pooling = MaskPooling(cfg) if cfg.mask_pooling else None
 
-    def forward(self, image: torch.Tensor,
-                query_decoder: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`query_decoder` replaces the trained one (export passes its folded equivalent)."""
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixel_embed, memory = self.pixel_decoder(self.backbone(image))
-        mask_embed = (query_decoder or self.query_decoder)(memory)
-        if self.mask_pooling is not None:
-            mask_embed = self.mask_pooling(mask_embed, pixel_embed)
-        return pixel_embed, mask_embed
+        return pixel_embed, self.query_decoder(memory)
