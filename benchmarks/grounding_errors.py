@@ -13,17 +13,10 @@ phenomenon of the phrase (a phrase may have several).
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 
 import numpy as np
-import torch
-from query_masks import grounded_examples, iou
-
-from groundrt.data import PNGDataset
-from groundrt.examples import build_examples
-from groundrt.model.checkpoint import load_model
-from groundrt.text.tokenizer import Tokenizer
+from query_masks import grounded_examples, iou, load_val_run
 
 CLASSES = ("grounded", "wrong pick", "not found")
 
@@ -35,22 +28,12 @@ def classify(picked: float, oracle: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="training run folder")
-    parser.add_argument("--data", required=True, help="dataset folder with a val split")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model).eval()
-    dataset = PNGDataset(args.data, "val")
-    by_key = {p.key: p for p in dataset.phrases}
-    tokenizer = Tokenizer(f"{args.model}/tokenizer.model", model.cfg.max_tokens)
-    examples = build_examples(dataset, tokenizer, model.cfg, progress=False)
+    run = load_val_run(__doc__)
+    by_key, examples = run.by_key, run.examples
 
     groups: dict[str, list[str]] = defaultdict(list)
     picked_iou, oracle_iou = [], []
-    for g in grounded_examples(model, examples):
+    for g in grounded_examples(run.model, examples):
         picks = g.affinity.argmax(-1).tolist()
         for phrase, pick in zip((by_key[k] for k in g.example.keys), picks, strict=True):
             if not phrase.is_thing or phrase.is_plural:
@@ -64,7 +47,7 @@ def main() -> None:
             for group in ["all", *sorted(phrase.phenomena or ["none"])]:
                 groups[group].append(label)
 
-    print(f"{args.model}: {len(picked_iou)} singular thing phrases in {len(examples)} val "
+    print(f"{run.name}: {len(picked_iou)} singular thing phrases in {len(examples)} val "
           f"narratives; mean IoU picked {np.mean(picked_iou):.3f}, oracle "
           f"{np.mean(oracle_iou):.3f}")
     print("| phrases | count | " + " | ".join(CLASSES) + " |")

@@ -15,19 +15,13 @@ run in PyTorch at the loss resolution (input / pixel stride):
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 import torch.nn.functional as F
-from query_masks import grounded_examples, iou
+from query_masks import grounded_examples, iou, load_val_run
 
-from groundrt.data import PNGDataset
-from groundrt.examples import Example, build_examples
-from groundrt.model.checkpoint import load_model
-from groundrt.text.tokenizer import Tokenizer
 from groundrt.vocabulary import load_vocabulary
 
 
@@ -42,22 +36,11 @@ def position_pairs(phrases: list, positions: list[str]) -> Iterator[tuple[int, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="training run folder")
-    parser.add_argument("--data", required=True, help="dataset folder with a val split")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model).eval()
-    cfg = model.cfg
-    dataset = PNGDataset(args.data, "val")
+    run = load_val_run(__doc__)
+    model, by_key = run.model, run.by_key
     positions = list(load_vocabulary().positions)
-    by_key = {p.key: p for p in dataset.phrases}
-    tokenizer = Tokenizer(f"{args.model}/tokenizer.model", cfg.max_tokens)
-    examples: list[Example] = [
-        e for e in build_examples(dataset, tokenizer, cfg, progress=False)
-        if any("position" in by_key[k].phenomena for k in e.keys)]
+    examples = [e for e in run.examples
+                if any("position" in by_key[k].phenomena for k in e.keys)]
 
     same_query, cosines, own, partner, oracle, other_oracle = [], [], [], [], [], []
     for g in grounded_examples(model, examples):
@@ -79,7 +62,7 @@ def main() -> None:
                 oracle.append(max(iou(m, mine) for m in g.query_masks))
 
     own_a, partner_a, oracle_a = map(np.array, (own, partner, oracle))
-    print(f"{args.model}: {len(examples)} val narratives with position phrases, "
+    print(f"{run.name}: {len(examples)} val narratives with position phrases, "
           f"{len(same_query)} pairs")
     print(f"| both phrases of a pair pick the same query | {np.mean(same_query):.1%} |")
     print(f"| cosine of the pair's phrase embeddings, median (min) | {np.median(cosines):.4f} "

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from groundrt.examples import Example
+from groundrt.data import PNGDataset
+from groundrt.examples import Example, build_examples
+from groundrt.model.checkpoint import load_model
 from groundrt.model.network import GroundingNet
+from groundrt.text.tokenizer import Tokenizer
 from groundrt.train.batch import collate, segment_masks
 
 BATCH = 16
+
+
+@dataclass
+class ValRun:
+    name: str  # the run folder as given
+    model: GroundingNet  # in eval mode
+    dataset: PNGDataset  # the val split
+    by_key: dict  # the dataset's phrases by key
+    examples: list[Example]
+
+
+def load_val_run(description: str) -> ValRun:
+    """Parses --model, --data, --threads and loads the run and its val examples."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="training run folder")
+    parser.add_argument("--data", required=True, help="dataset folder with a val split")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model).eval()
+    dataset = PNGDataset(args.data, "val")
+    tokenizer = Tokenizer(f"{args.model}/tokenizer.model", model.cfg.max_tokens)
+    examples = build_examples(dataset, tokenizer, model.cfg, progress=False)
+    return ValRun(args.model, model, dataset, {p.key: p for p in dataset.phrases}, examples)
 
 
 @dataclass
