@@ -39,7 +39,7 @@ def main() -> None:
             if not phrase.is_thing or phrase.is_plural:
                 continue
             target = g.target(phrase.segment_ids)
-            oracle = max(iou(m, target) for m in g.query_masks)
+            oracle = g.oracle_iou(target)
             picked = iou(g.query_masks[pick], target)
             picked_iou.append(picked)
             oracle_iou.append(oracle)

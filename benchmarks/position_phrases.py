@@ -48,8 +48,7 @@ def main() -> None:
         embed = F.normalize(g.phrase_embed, dim=-1)
         for phrase in phrases:
             if phrase.is_thing and not phrase.is_plural and "position" not in phrase.phenomena:
-                target = g.target(phrase.segment_ids)
-                other_oracle.append(max(iou(m, target) for m in g.query_masks))
+                other_oracle.append(g.oracle_iou(g.target(phrase.segment_ids)))
         for a, b in position_pairs(phrases, positions):
             picked = g.affinity[[a, b]].argmax(-1).tolist()
             same_query.append(picked[0] == picked[1])
@@ -59,7 +58,7 @@ def main() -> None:
                 theirs = g.target(phrases[other].segment_ids)
                 own.append(iou(g.query_masks[query], mine))
                 partner.append(iou(g.query_masks[query], theirs))
-                oracle.append(max(iou(m, mine) for m in g.query_masks))
+                oracle.append(g.oracle_iou(mine))
 
     own_a, partner_a, oracle_a = map(np.array, (own, partner, oracle))
     print(f"{run.name}: {len(examples)} val narratives with position phrases, "

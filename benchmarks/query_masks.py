@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -22,7 +23,6 @@ BATCH = 16
 class ValRun:
     name: str  # the run folder as given
     model: GroundingNet  # in eval mode
-    dataset: PNGDataset  # the val split
     by_key: dict  # the dataset's phrases by key
     examples: list[Example]
 
@@ -40,7 +40,7 @@ def load_val_run(description: str) -> ValRun:
     dataset = PNGDataset(args.data, "val")
     tokenizer = Tokenizer(f"{args.model}/tokenizer.model", model.cfg.max_tokens)
     examples = build_examples(dataset, tokenizer, model.cfg, progress=False)
-    return ValRun(args.model, model, dataset, {p.key: p for p in dataset.phrases}, examples)
+    return ValRun(args.model, model, {p.key: p for p in dataset.phrases}, examples)
 
 
 @dataclass
@@ -51,10 +51,18 @@ class GroundedExample:
     phrase_embed: torch.Tensor  # [P, D]
     segments: torch.Tensor  # [N, h, w] bool, the example's segments at the same size
 
+    @cached_property
+    def _segment_index(self) -> dict[int, int]:
+        return {int(s): n for n, s in enumerate(self.example.segment_ids)}
+
     def target(self, segment_ids) -> torch.Tensor:
         """[h, w] bool union of the given panoptic segments."""
-        index = {int(s): n for n, s in enumerate(self.example.segment_ids)}
-        return torch.stack([self.segments[index[int(s)]] for s in segment_ids]).any(0)
+        return torch.stack([self.segments[self._segment_index[int(s)]]
+                            for s in segment_ids]).any(0)
+
+    def oracle_iou(self, target: torch.Tensor) -> float:
+        """The best IoU any query mask reaches with `target` (the image path's ceiling)."""
+        return max(iou(m, target) for m in self.query_masks)
 
 
 def iou(mask: torch.Tensor, target: torch.Tensor) -> float:
