@@ -95,7 +95,7 @@ def distill(teacher_run: str | Path, data: str | Path, out: str | Path,
     """Trains a student run in `out` from the teacher run; returns the training state."""
     teacher_run = Path(teacher_run)
     cfg = cfg or TrainConfig(epochs=3)
-    teacher = load_model(teacher_run)
+    teacher = load_model(teacher_run).to(cfg.device)
     student_cfg = replace(student_cfg or PRESETS["student"],
                           vocab_size=teacher.cfg.vocab_size, max_tokens=teacher.cfg.max_tokens)
     return train(data, out, student_cfg, cfg, resume=resume, progress=progress,

@@ -35,7 +35,7 @@ def write_json(path: Path, data) -> None:
 def save_model(run: Path, model: GroundingNet, step: int = 0) -> None:
     """Weights (with the training step they are from, as metadata) and config.json."""
     run.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic(run / MODEL_FILE, lambda tmp: save_file(tensors, str(tmp), {"step": str(step)}))
     write_json(run / CONFIG_FILE, model.cfg.to_json())
 
@@ -69,7 +69,7 @@ def load_model(run: str | Path, cfg: ModelConfig | None = None) -> GroundingNet:
 def save_optimizer(run: Path, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Adam moments as safetensors; step counters and hyper-parameters in train_state.json."""
     sd = optimizer.state_dict()
-    tensors = {f"{index}.{name}": value.contiguous()
+    tensors = {f"{index}.{name}": value.cpu().contiguous()
                for index, param_state in sd["state"].items()
                for name, value in param_state.items() if torch.is_tensor(value)}
     _atomic(run / OPTIMIZER_FILE,

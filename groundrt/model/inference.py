@@ -25,12 +25,13 @@ def predict_masks(model: GroundingNet, examples: list[Example],
     """For each example, its phrase masks [P, H, W] bool at the image's original (H, W)."""
     model.eval()
     cfg = model.cfg
+    device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = collate(chunk, loss_size=1)
+        batch = collate(chunk, loss_size=1).to(device)
         out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
         selected = select_queries(out.affinity, batch.plural, cfg.plural_threshold)
-        logits = phrase_mask_logits(selected, out.query_logits)  # [B, P, h, w]
+        logits = phrase_mask_logits(selected, out.query_logits).cpu()  # [B, P, h, w]
         for i, example in enumerate(chunk):
             box = Letterbox(cfg.input_size, *example.original_size)
             p = len(example.spans)

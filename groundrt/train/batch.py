@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -23,6 +23,14 @@ class Batch:
     segment_masks: list[torch.Tensor]  # B tensors [N_b, s, s] float in [0, 1] at loss size
     phrase_members: list[torch.Tensor]  # B tensors [P_b, N_b] bool: segment n is in phrase p
     teacher_image: torch.Tensor | None = None  # [B, 3, S_t, S_t] float32 (distillation)
+
+    def to(self, device: str | torch.device) -> Batch:
+        """The batch with every tensor on `device`."""
+        def move(value):
+            if isinstance(value, list):
+                return [v.to(device, non_blocking=True) for v in value]
+            return None if value is None else value.to(device, non_blocking=True)
+        return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 def collate(examples: list[Example], loss_size: int) -> Batch:

@@ -49,6 +49,7 @@ class TrainConfig:
     val_limit: int = 300  # narratives of the val split scored after each epoch
     checkpoint_every: int = 200  # steps between checkpoints inside an epoch
     threads: int = 2
+    device: str = "cpu"  # a torch device: "cuda" trains on a GPU (not bit-deterministic there)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -105,6 +106,7 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     else:
         base = model_cfg or PRESETS["teacher"]
         model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
+    model.to(cfg.device)
     train_examples = build_examples(train_set, tokenizer, model.cfg, progress, teacher_size)
     val_examples = build_examples(val_set, tokenizer, model.cfg, progress)
     chosen = np.random.default_rng(cfg.seed).permutation(len(val_examples))[:cfg.val_limit]
@@ -137,7 +139,8 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
         for k in bar:
             torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
             batch = collate([train_examples[j] for j in
-                             order[k * cfg.batch_size:(k + 1) * cfg.batch_size]], cfg.loss_size)
+                             order[k * cfg.batch_size:(k + 1) * cfg.batch_size]],
+                            cfg.loss_size).to(cfg.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
             out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
