@@ -43,7 +43,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
 
 
 class FoldedQueryDecoder(nn.Module):
-    """memory [B, C, h, w] (the stride-16 features) -> mask_embed [B, Q, D], as QueryDecoder."""
+    """memory [B, C, h, w] (the query memory) -> mask_embed [B, Q, D], as QueryDecoder."""
 
     def __init__(self, decoder: QueryDecoder) -> None:
         super().__init__()

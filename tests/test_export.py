@@ -97,6 +97,17 @@ def test_onnx_export_matches_pytorch_at_any_token_count(tiny_run, tmp_path):
     assert pixel.shape == (3, TINY.embed_dim, 16, 16) and mask.shape == (3, 8, TINY.embed_dim)
 
 
+def test_onnx_export_of_the_model_options(tmp_path):
+    """Locality channels and a stride-8 query memory export too (the folded decoder reads the
+    memory's side from its position table)."""
+    torch.manual_seed(4)
+    cfg = replace(TINY, locality_channels=True, memory_stride=8, deep_supervision=True)
+    model = GroundingNet(cfg).eval()
+    paths = export_onnx(model, tmp_path)
+    checks = compare_with_torch(model, paths["image"], paths["text"], trials=3)
+    assert all(c.max_abs_error < 1e-4 for c in checks), checks
+
+
 def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp_path):
     from groundrt.model.checkpoint import load_model
 

@@ -19,9 +19,13 @@ from groundrt.model.grounding import (  # noqa: E402
     select_queries,
     soft_phrase_probs,
 )
+from groundrt.model.image_encoder import LOCALITY_GAIN  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 
 TINY = PRESETS["tiny"]
+# the opt-in options: locality channels, stride-8 query memory, deep supervision (2 layers)
+TINY_OPTIONS = replace(TINY, locality_channels=True, memory_stride=8, deep_supervision=True,
+                       query_layers=2)
 
 
 def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
@@ -35,12 +39,13 @@ def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
     return image, tokens, padding, spans
 
 
+@pytest.mark.parametrize("cfg", [TINY, TINY_OPTIONS], ids=["plain", "options"])
 @pytest.mark.parametrize("p", [0, 1, 30])
-def test_output_shapes_and_dtypes(p):
+def test_output_shapes_and_dtypes(p, cfg):
     torch.manual_seed(0)
-    net = GroundingNet(TINY).eval()
+    net = GroundingNet(cfg).eval()
     with torch.no_grad():
-        out = net(*inputs(TINY, 2, p))
+        out = net(*inputs(cfg, 2, p))
     h = TINY.input_size // TINY.pixel_stride
     d, q = TINY.embed_dim, TINY.num_queries
     assert out.pixel_embed.shape == (2, d, h, h)
@@ -72,6 +77,51 @@ def test_gradients_reach_both_paths():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def test_locality_channels_are_fixed_and_let_a_query_isolate_the_middle_instance():
+    torch.manual_seed(0)
+    net = GroundingNet(TINY_OPTIONS).eval()
+    with torch.no_grad():
+        out = net(*inputs(TINY_OPTIONS, 2, 1))
+    h = TINY.input_size // TINY.pixel_stride
+    grid = torch.linspace(-1, 1, h)
+    y, x = torch.meshgrid(grid, grid, indexing="ij")
+    expected = LOCALITY_GAIN * torch.stack([torch.ones_like(x), x, y, x * x + y * y])
+    assert torch.allclose(out.pixel_embed[0, -4:], expected)
+    assert torch.equal(out.pixel_embed[0, -4:], out.pixel_embed[1, -4:])
+    # three identical instances in a row: a bump at the middle one's centre beats both others
+    a, centre = 20.0, torch.tensor([0.0, 0.0])
+    embed = a * torch.tensor([-(centre**2).sum() + 0.05, 2 * centre[0], 2 * centre[1], -1.0])
+    logits = torch.einsum("d,dhw->hw", embed, expected)  # the last 4 entries' share of a logit
+    row = logits[h // 2]
+    assert row[h // 2] > 0 > row[0] and row[h // 2] > row[-1]
+
+
+def test_deep_supervision_adds_a_mask_loss_per_earlier_layer():
+    from groundrt.train.batch import Batch
+    from groundrt.train.losses import grounding_loss, matched_mask_losses, resize_logits
+
+    torch.manual_seed(0)
+    net = GroundingNet(TINY_OPTIONS).train()
+    image, tokens, padding, spans = inputs(TINY_OPTIONS, 2, 2)
+    out = net(image, tokens, padding, spans)
+    assert len(out.aux_query_logits) == TINY_OPTIONS.query_layers - 1
+    assert out.aux_query_logits[0].shape == out.query_logits.shape
+    assert not torch.equal(out.aux_query_logits[0], out.query_logits)
+    assert GroundingNet(TINY_OPTIONS).eval()(image, tokens, padding, spans).aux_query_logits == []
+
+    masks = [(torch.rand(3, 16, 16) > 0.5).float() for _ in range(2)]
+    batch = Batch(image, tokens, padding, spans, torch.zeros(2, 2, dtype=torch.bool),
+                  torch.ones(2, 2, dtype=torch.bool), masks,
+                  [torch.eye(2, 3, dtype=torch.bool)] * 2)
+    _, with_aux = grounding_loss(out, batch, 16)
+    out.aux_query_logits = []
+    _, without = grounding_loss(out, batch, 16)
+    aux = resize_logits(net(image, tokens, padding, spans).aux_query_logits[0], 16)
+    expected = sum(float(matched_mask_losses(aux[i].flatten(1), masks[i].flatten(1),
+                                             aux[i].flatten(1))[0]) for i in range(2)) / 2
+    assert with_aux["query_bce"] - without["query_bce"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_grounding_arithmetic_against_numpy():
     g = torch.Generator().manual_seed(1)
     phrase = torch.randn(1, 3, 8, generator=g)
@@ -96,19 +146,20 @@ def test_grounding_arithmetic_against_numpy():
     np.testing.assert_allclose(logits[0, 1].numpy(), np.maximum(query[0], query[1]), rtol=1e-6)
 
 
-def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("cfg", [TINY, TINY_OPTIONS], ids=["plain", "options"])
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, cfg):
     torch.manual_seed(3)
-    net = GroundingNet(TINY)
+    net = GroundingNet(cfg)
     net.train()
-    net(*inputs(TINY, 2, 2))  # moves the BatchNorm running statistics
+    net(*inputs(cfg, 2, 2))  # moves the BatchNorm running statistics
     save_model(tmp_path / "run", net)
     loaded = load_model(tmp_path / "run")
-    assert loaded.cfg == TINY
+    assert loaded.cfg == cfg
     for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     net.eval(), loaded.eval()
     with torch.no_grad():
-        x = inputs(TINY, 1, 4)
+        x = inputs(cfg, 1, 4)
         assert torch.equal(net(*x).affinity, loaded(*x).affinity)
 
 
@@ -122,3 +173,7 @@ def test_wrong_config_is_a_clear_error(tmp_path):
         load_model(tmp_path / "run")
     with pytest.raises(ConfigError, match="pixel_stride must be 4 or 8"):
         replace(TINY, pixel_stride=2)
+    with pytest.raises(ConfigError, match="memory_stride must be 8 or 16, not 32"):
+        replace(TINY, memory_stride=32)
+    with pytest.raises(ConfigError, match="locality_channels needs embed_dim > 4"):
+        replace(TINY, embed_dim=4, locality_channels=True)

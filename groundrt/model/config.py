@@ -22,9 +22,12 @@ class ModelConfig:
     fpn_dim: int = 64  # channels of the pixel decoder
     embed_dim: int = 64  # D of pixel_embed [D, h, w] and mask_embed [Q, D]
     pixel_stride: int = 4  # stride of pixel_embed (4 or 8)
+    locality_channels: bool = False  # the last 4 channels of pixel_embed: 1, x, y, x^2 + y^2
+    memory_stride: int = 16  # stride of the features the queries attend to (8 or 16)
     num_queries: int = 24  # Q
     query_dim: int = 128
     query_layers: int = 2
+    deep_supervision: bool = False  # training: a mask loss after every query layer, not the last
     # text path
     vocab_size: int = 256
     text_dim: int = 128
@@ -39,6 +42,10 @@ class ModelConfig:
             raise ConfigError("widths and depths need 4 entries (strides 4, 8, 16, 32)")
         if self.pixel_stride not in (4, 8):
             raise ConfigError(f"pixel_stride must be 4 or 8, not {self.pixel_stride}")
+        if self.memory_stride not in (8, 16):
+            raise ConfigError(f"memory_stride must be 8 or 16, not {self.memory_stride}")
+        if self.locality_channels and self.embed_dim <= 4:
+            raise ConfigError("locality_channels needs embed_dim > 4")
         if self.input_size % 32:
             raise ConfigError(f"input_size must be a multiple of 32, not {self.input_size}")
 

@@ -61,6 +61,23 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(b, -1, -1, -1)
 
 
+LOCALITY_GAIN = 4.0  # lets the mask MLP reach sharp bumps with moderate weights
+
+
+def locality_channels(x: torch.Tensor) -> torch.Tensor:
+    """[B, 4, h, w] fixed channels g * (1, x, y, x^2 + y^2) with x, y in [-1, 1].
+
+    With them in pixel_embed, a mask embedding whose last four entries are
+    a * (-|c|^2, 2 c_x, 2 c_y, -1) adds -a g |p - c|^2 to its logit at pixel p: a bump around any
+    centre c. Linear coordinates alone only split the image by a line, which cannot isolate the
+    middle one of three lookalike instances; the dot product the runtime kernels compute is
+    unchanged.
+    """
+    coords = coordinate_channels(x)
+    radius = (coords**2).sum(1, keepdim=True)
+    return LOCALITY_GAIN * torch.cat([torch.ones_like(radius), coords, radius], dim=1)
+
+
 class PixelDecoder(nn.Module):
     """Top-down FPN to `pixel_stride`, then coordinates + convs -> pixel_embed [B, D, h, w]."""
 
@@ -68,14 +85,18 @@ class PixelDecoder(nn.Module):
         super().__init__()
         c = cfg.fpn_dim
         self.finest = 0 if cfg.pixel_stride == 4 else 1  # the stride-4 level is unused at 8
+        self.memory_level = {8: 1, 16: 2}[cfg.memory_stride]
         used = cfg.widths[self.finest:]
         self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in used)
         self.smooth = nn.ModuleList(conv_bn(c, c) for _ in used[:-1])
         self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
-        self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, cfg.embed_dim, 1))
+        self.locality = cfg.locality_channels
+        learned = cfg.embed_dim - 4 if self.locality else cfg.embed_dim
+        self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, learned, 1))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (pixel_embed [B, D, h, w], stride-16 memory [B, C, S/16, S/16] for the queries)."""
+        """-> (pixel_embed [B, D, h, w], memory [B, C, S/m, S/m] for the queries, m the
+        memory stride)."""
         features = features[self.finest:]
         x = self.lateral[-1](features[-1])
         memory = None
@@ -83,18 +104,20 @@ class PixelDecoder(nn.Module):
             x = F.interpolate(x, size=features[level].shape[-2:], mode="bilinear",
                               align_corners=False)
             x = self.smooth[level](x + self.lateral[level](features[level]))
-            if level + self.finest == 2:  # stride 16
+            if level + self.finest == self.memory_level:
                 memory = self.to_memory(x)
-        x = torch.cat([x, coordinate_channels(x)], dim=1)
-        return self.head(x), memory
+        pixel_embed = self.head(torch.cat([x, coordinate_channels(x)], dim=1))
+        if self.locality:
+            pixel_embed = torch.cat([pixel_embed, locality_channels(pixel_embed)], dim=1)
+        return pixel_embed, memory
 
 
 class QueryDecoder(nn.Module):
-    """Q learned queries attend to the stride-16 features -> mask_embed [B, Q, D]."""
+    """Q learned queries attend to the memory features -> mask_embed [B, Q, D]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c, side = cfg.query_dim, cfg.input_size // 16
+        c, side = cfg.query_dim, cfg.input_size // cfg.memory_stride
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, c) * 0.1)
         self.memory_pos = nn.Parameter(torch.randn(side * side, c) * 0.02)
         layer = nn.TransformerDecoderLayer(c, nhead=4, dim_feedforward=2 * c, dropout=0.0,
@@ -105,10 +128,19 @@ class QueryDecoder(nn.Module):
                                       nn.Linear(c, cfg.embed_dim))
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.per_layer(memory)[-1]
+
+    def per_layer(self, memory: torch.Tensor) -> list[torch.Tensor]:
+        """mask_embed [B, Q, D] after each layer (the last one is the output), all through the
+        same norm and MLP, as Mask2Former's deep supervision reads them."""
         b = memory.shape[0]
         tokens = memory.flatten(2).transpose(1, 2) + self.memory_pos  # [B, h*w, C]
-        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
-        return self.mask_mlp(self.norm(self.layers(queries, tokens)))
+        x = self.queries.unsqueeze(0).expand(b, -1, -1)
+        embeds = []
+        for layer in self.layers.layers:
+            x = layer(x, tokens)
+            embeds.append(self.mask_mlp(self.norm(x)))
+        return embeds
 
 
 class ImageEncoder(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ class GroundingOutput:
     phrase_embed: torch.Tensor  # [B, P, D]
     affinity: torch.Tensor  # [B, P, Q]
     query_logits: torch.Tensor  # [B, Q, h, w]
+    # training with deep supervision: query logits after each query layer but the last
+    aux_query_logits: list[torch.Tensor] = field(default_factory=list)
 
 
 class GroundingNet(nn.Module):
@@ -35,9 +37,13 @@ class GroundingNet(nn.Module):
     def forward(self, image: torch.Tensor, token_ids: torch.Tensor, token_padding: torch.Tensor,
                 spans: torch.Tensor) -> GroundingOutput:
         """image [B, 3, S, S], token_ids [B, T], token_padding [B, T] bool, spans [B, P, 2]."""
-        pixel_embed, mask_embed = self.image_encoder(image)
+        encoder = self.image_encoder
+        pixel_embed, memory = encoder.pixel_decoder(encoder.backbone(image))
+        *earlier, mask_embed = encoder.query_decoder.per_layer(memory)
         phrase_embed = pool_phrases(self.text_encoder(token_ids, token_padding), spans)
         affinity = mask_phrase_affinity(phrase_embed, mask_embed, self.logit_scale,
                                         self.affinity_bias)
+        aux = ([mask_logits(e, pixel_embed) for e in earlier]
+               if self.training and self.cfg.deep_supervision else [])
         return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity,
-                               mask_logits(mask_embed, pixel_embed))
+                               mask_logits(mask_embed, pixel_embed), aux)

@@ -44,14 +44,25 @@ def match_queries(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     bce = (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / hw  # [Q, N]
     probs = logits.sigmoid()
     dice = 1 - (2 * probs @ targets.T + 1) / (probs.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
-    rows, cols = linear_sum_assignment((bce + dice).numpy())
-    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+    rows, cols = linear_sum_assignment((bce + dice).cpu().numpy())
+    return (torch.as_tensor(rows, dtype=torch.int64, device=logits.device),
+            torch.as_tensor(cols, dtype=torch.int64, device=logits.device))
 
 
 def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
     """[B, Q, h, w] -> [B, Q, s, s]: bilinear, as the runtime upsamples."""
     return F.interpolate(query_logits, size=(loss_size, loss_size), mode="bilinear",
                          align_corners=False)
+
+
+def matched_mask_losses(logits: torch.Tensor, targets: torch.Tensor,
+                        match_logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One image: logits [Q, HW], targets [N, HW] -> (BCE, Dice, query index, segment index)
+    of the queries matched by `match_logits` [Q, HW]."""
+    rows, cols = match_queries(match_logits.detach(), targets)
+    matched = logits[rows]
+    return (F.binary_cross_entropy_with_logits(matched, targets[cols]),
+            dice_loss(matched.sigmoid(), targets[cols]).mean(), rows, cols)
 
 
 def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
@@ -65,21 +76,24 @@ def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
     weights = weights or LossWeights()
     logits = resize_logits(out.query_logits, loss_size)  # [B, Q, s, s]
     match_logits = logits if match_logits is None else match_logits
+    aux_logits = [resize_logits(a, loss_size) for a in out.aux_query_logits]
     b, q = logits.shape[:2]
     total_q = {k: logits.new_zeros(()) for k in ("query_bce", "query_dice", "affinity")}
-    phrase_targets = torch.zeros(b, batch.spans.shape[1], loss_size, loss_size)
+    phrase_targets = logits.new_zeros(b, batch.spans.shape[1], loss_size, loss_size)
     for i in range(b):
-        flat = logits[i].flatten(1)  # [Q, HW]
         targets = batch.segment_masks[i].flatten(1)  # [N, HW]
-        rows, cols = match_queries(match_logits[i].flatten(1).detach(), targets)
-        matched = flat[rows]
-        total_q["query_bce"] = total_q["query_bce"] + F.binary_cross_entropy_with_logits(
-            matched, targets[cols])
-        total_q["query_dice"] = total_q["query_dice"] + dice_loss(matched.sigmoid(),
-                                                                  targets[cols]).mean()
+        bce, dice, rows, cols = matched_mask_losses(logits[i].flatten(1), targets,
+                                                    match_logits[i].flatten(1))
+        # deep supervision: each earlier layer's queries matched on their own masks
+        for aux in aux_logits:
+            aux_bce, aux_dice, _, _ = matched_mask_losses(aux[i].flatten(1), targets,
+                                                          aux[i].flatten(1))
+            bce, dice = bce + aux_bce, dice + aux_dice
+        total_q["query_bce"] = total_q["query_bce"] + bce
+        total_q["query_dice"] = total_q["query_dice"] + dice
         # which queries belong to which phrase: query rows[k] holds segment cols[k]
         members = batch.phrase_members[i].float()  # [P_i, N]
-        query_of_segment = torch.zeros(members.shape[1], q)
+        query_of_segment = logits.new_zeros(members.shape[1], q)
         query_of_segment[cols, rows] = 1.0
         owned = members @ query_of_segment  # [P_i, Q] 1 where the query is the phrase's
         affinity = out.affinity[i, :members.shape[0]]
