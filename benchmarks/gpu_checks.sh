@@ -50,12 +50,7 @@ for name in ("numpy", "cupy", "torch", "onnxruntime", "cv2", "pycuda", "tensorrt
         print(name, "-", type(error).__name__, error)
 EOF
 
-# groundrt without installing it: its package-dir layout (pyproject.toml) as symlinks
-SHIM=$(mktemp -d)
-mkdir "$SHIM/groundrt"
-for entry in groundrt/*; do ln -s "$PWD/$entry" "$SHIM/groundrt/"; done
-for part in export runtime kernels; do ln -s "$PWD/$part" "$SHIM/groundrt/$part"; done
-export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+source benchmarks/groundrt_shim.sh
 
 step "kernels: CPU library and fatbin"
 if ! "$PY" -P -c "from groundrt.kernels import cpu; cpu.library()"; then
