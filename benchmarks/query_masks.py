@@ -25,6 +25,7 @@ class ValRun:
     model: GroundingNet  # in eval mode
     by_key: dict  # the dataset's phrases by key
     examples: list[Example]
+    dataset: PNGDataset
 
 
 def load_val_run(description: str) -> ValRun:
@@ -40,7 +41,7 @@ def load_val_run(description: str) -> ValRun:
     dataset = PNGDataset(args.data, "val")
     tokenizer = Tokenizer(f"{args.model}/tokenizer.model", model.cfg.max_tokens)
     examples = build_examples(dataset, tokenizer, model.cfg, progress=False)
-    return ValRun(args.model, model, {p.key: p for p in dataset.phrases}, examples)
+    return ValRun(args.model, model, {p.key: p for p in dataset.phrases}, examples, dataset)
 
 
 @dataclass
@@ -60,9 +61,13 @@ class GroundedExample:
         return torch.stack([self.segments[self._segment_index[int(s)]]
                             for s in segment_ids]).any(0)
 
+    def best_query(self, target: torch.Tensor) -> int:
+        """The query whose mask has the best IoU with `target`."""
+        return max(range(len(self.query_masks)), key=lambda q: iou(self.query_masks[q], target))
+
     def oracle_iou(self, target: torch.Tensor) -> float:
         """The best IoU any query mask reaches with `target` (the image path's ceiling)."""
-        return max(iou(m, target) for m in self.query_masks)
+        return iou(self.query_masks[self.best_query(target)], target)
 
 
 def iou(mask: torch.Tensor, target: torch.Tensor) -> float:
