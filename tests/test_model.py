@@ -114,7 +114,12 @@ def test_anchored_queries_start_as_bumps_around_their_anchors():
 
 def test_deep_supervision_adds_a_mask_loss_per_earlier_layer():
     from groundrt.train.batch import Batch
-    from groundrt.train.losses import grounding_loss, matched_mask_losses, resize_logits
+    from groundrt.train.losses import (
+        grounding_loss,
+        match_queries,
+        matched_mask_losses,
+        resize_logits,
+    )
 
     torch.manual_seed(0)
     net = GroundingNet(TINY_OPTIONS).train()
@@ -133,8 +138,10 @@ def test_deep_supervision_adds_a_mask_loss_per_earlier_layer():
     out.aux_query_logits = []
     _, without = grounding_loss(out, batch, 16)
     aux = resize_logits(net(image, tokens, padding, spans).aux_query_logits[0], 16)
-    expected = sum(float(matched_mask_losses(aux[i].flatten(1), masks[i].flatten(1),
-                                             aux[i].flatten(1))[0]) for i in range(2)) / 2
+    flat_aux, flat_masks = [a.flatten(1) for a in aux], [m.flatten(1) for m in masks]
+    matches = match_queries(flat_aux, flat_masks)
+    expected = sum(float(matched_mask_losses(a, m, *match)[0])
+                   for a, m, match in zip(flat_aux, flat_masks, matches, strict=True)) / 2
     assert with_aux["query_bce"] - without["query_bce"] == pytest.approx(expected, rel=1e-4)
 
 

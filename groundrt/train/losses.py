@@ -35,18 +35,30 @@ def dice_loss(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def match_queries(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Hungarian matching: logits [Q, HW], targets [N, HW] -> (query index, segment index).
+def match_queries(logits: list[torch.Tensor],
+                  targets: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Hungarian matching per image: logits [Q, HW] and targets [N, HW] of each image ->
+    (query index, segment index) of each image.
 
-    Cost = mean BCE + Dice of every (query, segment) pair, computed with two matrix products.
+    Cost = mean BCE + Dice of every (query, segment) pair, two matrix products on the logits'
+    device; the costs of all images reach the host in one copy (on a GPU, one wait per step).
     """
-    hw = logits.shape[-1]
-    bce = (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / hw  # [Q, N]
-    probs = logits.sigmoid()
-    dice = 1 - (2 * probs @ targets.T + 1) / (probs.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
-    rows, cols = linear_sum_assignment((bce + dice).cpu().numpy())
-    return (torch.as_tensor(rows, dtype=torch.int64, device=logits.device),
-            torch.as_tensor(cols, dtype=torch.int64, device=logits.device))
+    costs = []
+    for image_logits, image_targets in zip(logits, targets, strict=True):
+        hw = image_logits.shape[-1]
+        bce = (F.softplus(image_logits).sum(-1, keepdim=True)
+               - image_logits @ image_targets.T) / hw  # [Q, N]
+        probs = image_logits.sigmoid()
+        dice = 1 - (2 * probs @ image_targets.T + 1) / (
+            probs.sum(-1)[:, None] + image_targets.sum(-1)[None] + 1)
+        costs.append(bce + dice)
+    host = torch.cat([c.flatten() for c in costs]).cpu().split([c.numel() for c in costs])
+    matches = []
+    for cost, flat in zip(costs, host, strict=True):
+        rows, cols = linear_sum_assignment(flat.view(cost.shape).numpy())
+        matches.append((torch.as_tensor(rows, dtype=torch.int64, device=cost.device),
+                        torch.as_tensor(cols, dtype=torch.int64, device=cost.device)))
+    return matches
 
 
 def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
@@ -55,14 +67,13 @@ def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
                          align_corners=False)
 
 
-def matched_mask_losses(logits: torch.Tensor, targets: torch.Tensor,
-                        match_logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One image: logits [Q, HW], targets [N, HW] -> (BCE, Dice, query index, segment index)
-    of the queries matched by `match_logits` [Q, HW]."""
-    rows, cols = match_queries(match_logits.detach(), targets)
-    matched = logits[rows]
-    return (F.binary_cross_entropy_with_logits(matched, targets[cols]),
-            dice_loss(matched.sigmoid(), targets[cols]).mean(), rows, cols)
+def matched_mask_losses(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                        cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image: logits [Q, HW], targets [N, HW] -> BCE and Dice of query rows[k] against
+    segment cols[k]."""
+    matched, matched_targets = logits[rows], targets[cols]
+    return (F.binary_cross_entropy_with_logits(matched, matched_targets),
+            dice_loss(matched.sigmoid(), matched_targets).mean())
 
 
 def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
@@ -80,14 +91,19 @@ def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
     b, q = logits.shape[:2]
     total_q = {k: logits.new_zeros(()) for k in ("query_bce", "query_dice", "affinity")}
     phrase_targets = logits.new_zeros(b, batch.spans.shape[1], loss_size, loss_size)
+    all_targets = [m.flatten(1) for m in batch.segment_masks]  # B x [N, HW]
+    # one matching per image for the output (by match_logits), then, with deep supervision,
+    # one per image for each earlier layer (by its own masks): all solved in one call
+    to_match = [*match_logits, *(image for aux in aux_logits for image in aux)]
+    matches = match_queries([m.flatten(1).detach() for m in to_match],
+                            all_targets * (1 + len(aux_logits)))
     for i in range(b):
-        targets = batch.segment_masks[i].flatten(1)  # [N, HW]
-        bce, dice, rows, cols = matched_mask_losses(logits[i].flatten(1), targets,
-                                                    match_logits[i].flatten(1))
-        # deep supervision: each earlier layer's queries matched on their own masks
-        for aux in aux_logits:
-            aux_bce, aux_dice, _, _ = matched_mask_losses(aux[i].flatten(1), targets,
-                                                          aux[i].flatten(1))
+        targets = all_targets[i]  # [N, HW]
+        rows, cols = matches[i]
+        bce, dice = matched_mask_losses(logits[i].flatten(1), targets, rows, cols)
+        for layer, aux in enumerate(aux_logits, start=1):
+            aux_bce, aux_dice = matched_mask_losses(aux[i].flatten(1), targets,
+                                                    *matches[layer * b + i])
             bce, dice = bce + aux_bce, dice + aux_dice
         total_q["query_bce"] = total_q["query_bce"] + bce
         total_q["query_dice"] = total_q["query_dice"] + dice
