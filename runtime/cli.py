@@ -82,7 +82,8 @@ def _train_overrides(args: argparse.Namespace, defaults):
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("lr", args.lr), ("seed", args.seed),
-                                   ("val_limit", args.val_limit), ("device", args.device))
+                                   ("val_limit", args.val_limit), ("device", args.device),
+                                   ("bf16", args.bf16))
                  if v is not None}
     return replace(defaults, **overrides)
 
@@ -281,6 +282,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--seed", type=int)
     parser.add_argument("--val-limit", type=int, help="val narratives scored after each epoch")
     parser.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    parser.add_argument("--bf16", action="store_true", default=None,
+                        help="bfloat16 autocast for the forward pass (~2x faster on CPUs with "
+                             "AMX)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -70,6 +70,20 @@ def test_training_is_deterministic_and_validates(tiny_data, tmp_path):
         train(tiny_data, tmp_path / "a", TINY, FAST, progress=False)
 
 
+def test_bf16_autocast_trains_the_options_and_differs_from_float32(tiny_data, tmp_path):
+    """A bfloat16-autocast run of the opt-in options (deep supervision included) trains and
+    validates; its weights are not the float32 run's, so the autocast really ran."""
+    options = replace(TINY, locality_channels=True, query_anchors=True, memory_stride=8,
+                      deep_supervision=True, query_layers=2)
+    bf16 = train(tiny_data, tmp_path / "bf16", options, replace(FAST, bf16=True), progress=False)
+    train(tiny_data, tmp_path / "fp32", options, FAST, progress=False)
+    last = bf16["history"][-1]
+    assert last["epoch"] == 2 and 0.0 <= last["overall"] <= 1.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in last["last_loss"].values())
+    assert (tmp_path / "bf16" / MODEL_FILE).read_bytes() != (tmp_path / "fp32" / MODEL_FILE
+                                                             ).read_bytes()
+
+
 def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     cfg = replace(FAST, epochs=3)
     train(tiny_data, tmp_path / "whole", TINY, cfg, progress=False)

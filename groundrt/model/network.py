@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -23,6 +23,12 @@ class GroundingOutput:
     query_logits: torch.Tensor  # [B, Q, h, w]
     # training with deep supervision: query logits after each query layer but the last
     aux_query_logits: list[torch.Tensor] = field(default_factory=list)
+
+    def float(self) -> GroundingOutput:
+        """Every tensor as float32 (the outputs of a bfloat16 autocast forward, for the loss)."""
+        def cast(value):
+            return [v.float() for v in value] if isinstance(value, list) else value.float()
+        return GroundingOutput(**{f.name: cast(getattr(self, f.name)) for f in fields(self)})
 
 
 class GroundingNet(nn.Module):

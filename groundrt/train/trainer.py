@@ -50,6 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between checkpoints inside an epoch
     threads: int = 2
     device: str = "cpu"  # a torch device: "cuda" trains on a GPU (not bit-deterministic there)
+    bf16: bool = False  # the forward pass under bfloat16 autocast (the losses stay float32)
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -145,8 +146,9 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
                             cfg.loss_size).to(cfg.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
-            out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
-            loss, parts = objective(out, batch, cfg.loss_size)
+            with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.bf16):
+                out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+            loss, parts = objective(out.float(), batch, cfg.loss_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
