@@ -6,6 +6,8 @@ as training.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -35,36 +37,63 @@ class Example:
     teacher_image: np.ndarray | None = None  # letterboxed at the teacher's size (distillation)
 
 
+LOAD_THREADS = min(8, os.cpu_count() or 1)  # PNG decoding and resizing release the GIL
+
+
+@dataclass
+class _Pixels:
+    """One image's letterboxed pixels (what the loading threads produce)."""
+
+    original_size: tuple[int, int]
+    image: np.ndarray
+    panoptic: np.ndarray
+    teacher_image: np.ndarray | None
+
+
+def _load_pixels(dataset: PNGDataset, image_id: int, size: int,
+                 teacher_size: int | None) -> _Pixels:
+    image = dataset.read_image(image_id)
+    box = Letterbox(size, *image.shape[:2])
+    return _Pixels(
+        original_size=image.shape[:2],
+        image=box.apply(image),
+        panoptic=box.apply(dataset.read_panoptic(image_id), interpolation=cv2.INTER_NEAREST,
+                           pad=0),
+        teacher_image=(Letterbox(teacher_size, *image.shape[:2]).apply(image)
+                       if teacher_size else None))
+
+
 def build_examples(dataset: PNGDataset, tokenizer: Tokenizer, cfg: ModelConfig,
                    progress: bool = True, teacher_size: int | None = None) -> list[Example]:
     """Every narrative with grounded phrases; `teacher_size` also letterboxes each image for a
-    distillation teacher (decoded once, resized twice)."""
+    distillation teacher (decoded once, resized twice). Images load on LOAD_THREADS threads;
+    tokenizing stays on this one."""
     by_narrative: dict[int, list] = {}
     for phrase in dataset.phrases:
         by_narrative.setdefault(phrase.narrative_index, []).append(phrase)
     examples = []
-    for index, phrases in tqdm(by_narrative.items(), desc=f"load {dataset.name}", unit="img",
-                               disable=not progress):
-        narrative = dataset.narratives[index]
-        image_id = phrases[0].image_id
-        image = dataset.read_image(image_id)
-        box = Letterbox(cfg.input_size, *image.shape[:2])
-        ids = dataset.read_panoptic(image_id)
-        encoding, spans = tokenizer.encode_phrases(narrative.caption,
-                                                   [p.char_span for p in phrases])
-        examples.append(Example(
-            image_id=image_id,
-            original_size=image.shape[:2],
-            image=box.apply(image),
-            panoptic=box.apply(ids, interpolation=cv2.INTER_NEAREST, pad=0),
-            segment_ids=np.array(sorted(dataset.panoptic.images[image_id].segments),
-                                 dtype=np.int32),
-            tokens=encoding.ids.astype(np.int64),
-            spans=np.asarray(spans, dtype=np.int64),
-            plural=np.array([p.plural_flag for p in phrases], dtype=bool),
-            phrase_segments=[np.array(p.segment_ids, dtype=np.int32) for p in phrases],
-            keys=[p.key for p in phrases],
-            teacher_image=(Letterbox(teacher_size, *image.shape[:2]).apply(image)
-                           if teacher_size else None),
-        ))
+    with ThreadPoolExecutor(LOAD_THREADS) as pool:
+        pixels = pool.map(lambda phrases: _load_pixels(dataset, phrases[0].image_id,
+                                                       cfg.input_size, teacher_size),
+                          by_narrative.values())
+        for (index, phrases), loaded in tqdm(zip(by_narrative.items(), pixels, strict=True),
+                                             total=len(by_narrative), desc=f"load {dataset.name}",
+                                             unit="img", disable=not progress):
+            image_id = phrases[0].image_id
+            encoding, spans = tokenizer.encode_phrases(dataset.narratives[index].caption,
+                                                       [p.char_span for p in phrases])
+            examples.append(Example(
+                image_id=image_id,
+                original_size=loaded.original_size,
+                image=loaded.image,
+                panoptic=loaded.panoptic,
+                segment_ids=np.array(sorted(dataset.panoptic.images[image_id].segments),
+                                     dtype=np.int32),
+                tokens=encoding.ids.astype(np.int64),
+                spans=np.asarray(spans, dtype=np.int64),
+                plural=np.array([p.plural_flag for p in phrases], dtype=bool),
+                phrase_segments=[np.array(p.segment_ids, dtype=np.int32) for p in phrases],
+                keys=[p.key for p in phrases],
+                teacher_image=loaded.teacher_image,
+            ))
     return examples
