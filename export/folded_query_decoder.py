@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundrt.model.image_encoder import QueryDecoder, mask_embedding
+from groundrt.model.image_encoder import QueryDecoder
 
 
 def _split_in_proj(attention: nn.MultiheadAttention) -> tuple[torch.Tensor, ...]:
@@ -75,7 +75,6 @@ class FoldedQueryDecoder(nn.Module):
             for p in (_split_in_proj(layer.self_attn) for layer in self.layers[1:]))
         self.cross_q = nn.ModuleList(_linear(*p[:2]) for p in projections[1:])
         self.norm, self.mask_mlp = decoder.norm, decoder.mask_mlp
-        self.anchors, self.anchor_head = decoder.anchors, decoder.anchor_head
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, C] -> [B, H, N, dh]."""
@@ -109,4 +108,4 @@ class FoldedQueryDecoder(nn.Module):
             attended = self._attend(q, kv[:, i, 0], kv[:, i, 1].transpose(-1, -2))
             x = x + layer.multihead_attn.out_proj(self._merge(attended))
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
-        return mask_embedding(x, self.norm, self.mask_mlp, self.anchors, self.anchor_head)
+        return self.mask_mlp(self.norm(x))

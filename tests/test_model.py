@@ -19,14 +19,13 @@ from groundrt.model.grounding import (  # noqa: E402
     select_queries,
     soft_phrase_probs,
 )
-from groundrt.model.image_encoder import LOCALITY_GAIN, anchor_grid  # noqa: E402
+from groundrt.model.image_encoder import LOCALITY_GAIN  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 
 TINY = PRESETS["tiny"]
-# the opt-in options: locality channels, anchored queries, stride-8 query memory, deep
-# supervision (2 layers)
-TINY_OPTIONS = replace(TINY, locality_channels=True, query_anchors=True, memory_stride=8,
-                       deep_supervision=True, query_layers=2)
+# the opt-in options: locality channels, stride-8 query memory, deep supervision (2 layers)
+TINY_OPTIONS = replace(TINY, locality_channels=True, memory_stride=8, deep_supervision=True,
+                       query_layers=2)
 
 
 def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
@@ -95,21 +94,6 @@ def test_locality_channels_are_fixed_and_let_a_query_isolate_the_middle_instance
     logits = torch.einsum("d,dhw->hw", embed, expected)  # the last 4 entries' share of a logit
     row = logits[h // 2]
     assert row[h // 2] > 0 > row[0] and row[h // 2] > row[-1]
-
-
-def test_anchored_queries_start_as_bumps_around_their_anchors():
-    torch.manual_seed(0)
-    net = GroundingNet(TINY_OPTIONS).eval()
-    decoder = net.image_encoder.query_decoder
-    assert torch.equal(decoder.anchors, anchor_grid(TINY.num_queries))
-    with torch.no_grad():
-        out = net(*inputs(TINY_OPTIONS, 1, 1))
-    h = TINY.input_size // TINY.pixel_stride
-    bumps = torch.einsum("qd,dhw->qhw", out.mask_embed[0, :, -4:], out.pixel_embed[0, -4:])
-    peaks = bumps.flatten(1).argmax(-1)
-    peak_xy = torch.stack([peaks % h, peaks // h], dim=1).float() * 2 / (h - 1) - 1
-    assert torch.allclose(peak_xy, decoder.anchors, atol=2 / (h - 1))
-    assert (out.mask_embed[0, :, -1] < 0).all()  # -a with a > 0: a bump, not a dip
 
 
 def test_deep_supervision_adds_a_mask_loss_per_earlier_layer():
@@ -198,7 +182,5 @@ def test_wrong_config_is_a_clear_error(tmp_path):
         replace(TINY, pixel_stride=2)
     with pytest.raises(ConfigError, match="memory_stride must be 8 or 16, not 32"):
         replace(TINY, memory_stride=32)
-    with pytest.raises(ConfigError, match="query_anchors needs locality_channels"):
-        replace(TINY, query_anchors=True)
     with pytest.raises(ConfigError, match="locality_channels needs embed_dim > 4"):
         replace(TINY, embed_dim=4, locality_channels=True)

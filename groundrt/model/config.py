@@ -28,7 +28,6 @@ class ModelConfig:
     query_dim: int = 128
     query_layers: int = 2
     deep_supervision: bool = False  # training: a mask loss after every query layer, not the last
-    query_anchors: bool = False  # each query's mask starts as a bump around a learned point
     # text path
     vocab_size: int = 256
     text_dim: int = 128
@@ -45,8 +44,6 @@ class ModelConfig:
             raise ConfigError(f"pixel_stride must be 4 or 8, not {self.pixel_stride}")
         if self.memory_stride not in (8, 16):
             raise ConfigError(f"memory_stride must be 8 or 16, not {self.memory_stride}")
-        if self.query_anchors and not self.locality_channels:
-            raise ConfigError("query_anchors needs locality_channels")
         if self.locality_channels and self.embed_dim <= 4:
             raise ConfigError("locality_channels needs embed_dim > 4")
         if self.input_size % 32:

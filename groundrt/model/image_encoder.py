@@ -5,8 +5,6 @@ image [B, 3, S, S] -> pixel_embed [B, D, S/stride, S/stride] and mask_embed [B, 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,42 +112,6 @@ class PixelDecoder(nn.Module):
         return pixel_embed, memory
 
 
-ANCHOR_SHARPNESS = 1.0  # initial a of an anchored query's bump -a g |p - c|^2 (see below)
-
-
-def anchor_grid(count: int) -> torch.Tensor:
-    """[count, 2] points (x, y) of a near-square grid over [-0.75, 0.75]^2, row by row."""
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    ys, xs = torch.meshgrid(torch.linspace(-0.75, 0.75, rows), torch.linspace(-0.75, 0.75, cols),
-                            indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten()], dim=1)[:count]
-
-
-def mask_embedding(x: torch.Tensor, norm: nn.Module, mask_mlp: nn.Module,
-                   anchors: torch.Tensor | None = None,
-                   anchor_head: nn.Module | None = None) -> torch.Tensor:
-    """Decoded queries [B, Q, C] -> mask_embed [B, Q, D] (the decoder's output head).
-
-    With anchors, the MLP gives the first D - 4 entries and the last 4 are the bump
-    a (-|c|^2, 2 c_x, 2 c_y, -1) that the locality channels of pixel_embed turn into
-    -a g |p - c|^2: centre c = the query's learned anchor + a predicted offset, sharpness
-    a = softplus(...) >= 0 (a query holding stuff can turn it off). Each query thus starts out
-    preferring the instances near its own point, which breaks the symmetry between lookalikes
-    that learned queries alone resolve slowly (the idea of DAB-DETR's anchor queries).
-    """
-    h = norm(x)
-    embed = mask_mlp(h)
-    if anchors is None:
-        return embed
-    offset_and_sharpness = anchor_head(h)
-    centre = anchors + offset_and_sharpness[..., :2]
-    a = F.softplus(offset_and_sharpness[..., 2:])
-    bump = torch.cat([-(centre**2).sum(-1, keepdim=True), 2 * centre,
-                      -torch.ones_like(a)], dim=-1)
-    return torch.cat([embed, a * bump], dim=-1)
-
-
 class QueryDecoder(nn.Module):
     """Q learned queries attend to the memory features -> mask_embed [B, Q, D]."""
 
@@ -162,19 +124,8 @@ class QueryDecoder(nn.Module):
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerDecoder(layer, cfg.query_layers)
         self.norm = nn.LayerNorm(c)
-        anchored = cfg.query_anchors
         self.mask_mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True),
-                                      nn.Linear(c, cfg.embed_dim - 4 * anchored))
-        self.anchors = nn.Parameter(anchor_grid(cfg.num_queries)) if anchored else None
-        self.anchor_head = nn.Linear(c, 3) if anchored else None
-        if anchored:  # no offset, sharpness ANCHOR_SHARPNESS at the start
-            nn.init.zeros_(self.anchor_head.weight)
-            nn.init.constant_(self.anchor_head.bias, 0.0)
-            nn.init.constant_(self.anchor_head.bias[2:], math.log(math.expm1(ANCHOR_SHARPNESS)))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoded queries [B, Q, C] -> mask_embed [B, Q, D]."""
-        return mask_embedding(x, self.norm, self.mask_mlp, self.anchors, self.anchor_head)
+                                      nn.Linear(c, cfg.embed_dim))
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
         return self.per_layer(memory)[-1]
@@ -188,7 +139,7 @@ class QueryDecoder(nn.Module):
         embeds = []
         for layer in self.layers.layers:
             x = layer(x, tokens)
-            embeds.append(self.embed(x))
+            embeds.append(self.mask_mlp(self.norm(x)))
         return embeds
 
 

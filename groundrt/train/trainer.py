@@ -113,10 +113,8 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     chosen = np.random.default_rng(cfg.seed).permutation(len(val_examples))[:cfg.val_limit]
     val_examples = [val_examples[i] for i in sorted(chosen)]
 
-    # weight decay on weight matrices only: not on biases, norms or the queries' anchor points
-    decayed = {n for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith("anchors")}
-    decay = [p for n, p in model.named_parameters() if n in decayed]
-    no_decay = [p for n, p in model.named_parameters() if n not in decayed]
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     steps_per_epoch = len(train_examples) // cfg.batch_size
