@@ -283,8 +283,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--val-limit", type=int, help="val narratives scored after each epoch")
     parser.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
     parser.add_argument("--bf16", action="store_true", default=None,
-                        help="bfloat16 autocast for the forward pass (~2x faster on CPUs with "
-                             "AMX)")
+                        help="bfloat16 autocast for the forward pass (faster on CPUs with AMX "
+                             "and on GPUs; the losses stay float32)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
