@@ -10,7 +10,8 @@
 # OUT_DIR/<name>.log; OUT_DIR/summary.jsonl gets one line per variant (its per-epoch validation
 # history, or how far it got). Trainings still running DEADLINE_S seconds (default 540) after
 # the start are stopped, so that a time-limited machine returns what finished. COUNT, VAL_COUNT
-# and DEVICE (defaults 20000, 1000, cuda) shrink it for a dry run on a CPU.
+# and DEVICE (defaults 20000, 1000, cuda) shrink it for a dry run on a CPU; TRAIN_ARGS adds
+# options to every `groundrt train` (e.g. --bf16).
 set -u
 WHEELS=build/train_wheels  # what training needs beyond torch, numpy and OpenCV
 PY=${PYTHON:-python3}
@@ -32,8 +33,7 @@ COUNT=${COUNT:-20000}
 VAL_COUNT=${VAL_COUNT:-1000}
 DEVICE=${DEVICE:-cuda}
 VARIANTS=${VARIANTS:-'base={} locality={"locality_channels":true} memory8={"memory_stride":8}
-  deep={"deep_supervision":true} locality_deep={"locality_channels":true,"deep_supervision":true}
-  all={"locality_channels":true,"memory_stride":8,"deep_supervision":true}'}
+  both={"locality_channels":true,"memory_stride":8}'}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 source benchmarks/groundrt_shim.sh
@@ -67,7 +67,7 @@ for variant in $VARIANTS; do
   name=${variant%%=*}
   echo "${variant#*=}" > "$RUNS/$name.json"
   groundrt train --data "$DATA" --out "$RUNS/$name" --config "$RUNS/$name.json" \
-    --epochs "$EPOCHS" --seed 0 --device "$DEVICE" --quiet > "$OUT_DIR/$name.log" 2>&1 &
+    --epochs "$EPOCHS" --seed 0 --device "$DEVICE" ${TRAIN_ARGS:-} --quiet > "$OUT_DIR/$name.log" 2>&1 &
   pids+=($!)
 done
 while (( SECONDS - START < DEADLINE )) && kill -0 "${pids[@]}" 2>/dev/null; do sleep 5; done

@@ -101,7 +101,7 @@ def test_onnx_export_of_the_model_options(tmp_path):
     """Locality channels and a stride-8 query memory export too (the folded decoder reads the
     memory's side from its position table)."""
     torch.manual_seed(4)
-    cfg = replace(TINY, locality_channels=True, memory_stride=8, deep_supervision=True)
+    cfg = replace(TINY, locality_channels=True, memory_stride=8)
     model = GroundingNet(cfg).eval()
     paths = export_onnx(model, tmp_path)
     checks = compare_with_torch(model, paths["image"], paths["text"], trials=3)

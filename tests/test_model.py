@@ -23,9 +23,8 @@ from groundrt.model.image_encoder import LOCALITY_GAIN  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 
 TINY = PRESETS["tiny"]
-# the opt-in options: locality channels, stride-8 query memory, deep supervision (2 layers)
-TINY_OPTIONS = replace(TINY, locality_channels=True, memory_stride=8, deep_supervision=True,
-                       query_layers=2)
+# the opt-in options: locality channels and a stride-8 query memory
+TINY_OPTIONS = replace(TINY, locality_channels=True, memory_stride=8)
 
 
 def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
@@ -96,37 +95,23 @@ def test_locality_channels_are_fixed_and_let_a_query_isolate_the_middle_instance
     assert row[h // 2] > 0 > row[0] and row[h // 2] > row[-1]
 
 
-def test_deep_supervision_adds_a_mask_loss_per_earlier_layer():
-    from groundrt.train.batch import Batch
-    from groundrt.train.losses import (
-        grounding_loss,
-        match_queries,
-        matched_mask_losses,
-        resize_logits,
-    )
+def test_matching_recovers_each_images_permutation_in_one_call():
+    """Hungarian matching of several images at once (one host copy): each query that is a sharp
+    copy of a segment is matched to it, whatever the images' segment counts."""
+    from groundrt.train.losses import match_queries
 
-    torch.manual_seed(0)
-    net = GroundingNet(TINY_OPTIONS).train()
-    image, tokens, padding, spans = inputs(TINY_OPTIONS, 2, 2)
-    out = net(image, tokens, padding, spans)
-    assert len(out.aux_query_logits) == TINY_OPTIONS.query_layers - 1
-    assert out.aux_query_logits[0].shape == out.query_logits.shape
-    assert not torch.equal(out.aux_query_logits[0], out.query_logits)
-    assert GroundingNet(TINY_OPTIONS).eval()(image, tokens, padding, spans).aux_query_logits == []
-
-    masks = [(torch.rand(3, 16, 16) > 0.5).float() for _ in range(2)]
-    batch = Batch(image, tokens, padding, spans, torch.zeros(2, 2, dtype=torch.bool),
-                  torch.ones(2, 2, dtype=torch.bool), masks,
-                  [torch.eye(2, 3, dtype=torch.bool)] * 2)
-    _, with_aux = grounding_loss(out, batch, 16)
-    out.aux_query_logits = []
-    _, without = grounding_loss(out, batch, 16)
-    aux = resize_logits(net(image, tokens, padding, spans).aux_query_logits[0], 16)
-    flat_aux, flat_masks = [a.flatten(1) for a in aux], [m.flatten(1) for m in masks]
-    matches = match_queries(flat_aux, flat_masks)
-    expected = sum(float(matched_mask_losses(a, m, *match)[0])
-                   for a, m, match in zip(flat_aux, flat_masks, matches, strict=True)) / 2
-    assert with_aux["query_bce"] - without["query_bce"] == pytest.approx(expected, rel=1e-4)
+    g = torch.Generator().manual_seed(0)
+    logits, targets, truth = [], [], []
+    for n in (3, 7, 1):
+        segments = (torch.rand(n, 64, generator=g) > 0.5).float()
+        queries = torch.randperm(8, generator=g)[:n]  # query queries[k] holds segment k
+        image_logits = torch.full((8, 64), -8.0)
+        image_logits[queries] = segments * 16 - 8
+        logits.append(image_logits)
+        targets.append(segments)
+        truth.append(dict(zip(queries.tolist(), range(n), strict=True)))
+    for (rows, cols), expected in zip(match_queries(logits, targets), truth, strict=True):
+        assert dict(zip(rows.tolist(), cols.tolist(), strict=True)) == expected
 
 
 def test_grounding_arithmetic_against_numpy():

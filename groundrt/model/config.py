@@ -27,7 +27,6 @@ class ModelConfig:
     num_queries: int = 24  # Q
     query_dim: int = 128
     query_layers: int = 2
-    deep_supervision: bool = False  # training: a mask loss after every query layer, not the last
     # text path
     vocab_size: int = 256
     text_dim: int = 128

@@ -128,19 +128,10 @@ class QueryDecoder(nn.Module):
                                       nn.Linear(c, cfg.embed_dim))
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
-        return self.per_layer(memory)[-1]
-
-    def per_layer(self, memory: torch.Tensor) -> list[torch.Tensor]:
-        """mask_embed [B, Q, D] after each layer (the last one is the output), all through the
-        same norm and MLP, as Mask2Former's deep supervision reads them."""
         b = memory.shape[0]
         tokens = memory.flatten(2).transpose(1, 2) + self.memory_pos  # [B, h*w, C]
-        x = self.queries.unsqueeze(0).expand(b, -1, -1)
-        embeds = []
-        for layer in self.layers.layers:
-            x = layer(x, tokens)
-            embeds.append(self.mask_mlp(self.norm(x)))
-        return embeds
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
+        return self.mask_mlp(self.norm(self.layers(queries, tokens)))
 
 
 class ImageEncoder(nn.Module):

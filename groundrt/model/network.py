@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -21,14 +21,10 @@ class GroundingOutput:
     phrase_embed: torch.Tensor  # [B, P, D]
     affinity: torch.Tensor  # [B, P, Q]
     query_logits: torch.Tensor  # [B, Q, h, w]
-    # training with deep supervision: query logits after each query layer but the last
-    aux_query_logits: list[torch.Tensor] = field(default_factory=list)
 
     def float(self) -> GroundingOutput:
         """Every tensor as float32 (the outputs of a bfloat16 autocast forward, for the loss)."""
-        def cast(value):
-            return [v.float() for v in value] if isinstance(value, list) else value.float()
-        return GroundingOutput(**{f.name: cast(getattr(self, f.name)) for f in fields(self)})
+        return GroundingOutput(**{f.name: getattr(self, f.name).float() for f in fields(self)})
 
 
 class GroundingNet(nn.Module):
@@ -43,13 +39,9 @@ class GroundingNet(nn.Module):
     def forward(self, image: torch.Tensor, token_ids: torch.Tensor, token_padding: torch.Tensor,
                 spans: torch.Tensor) -> GroundingOutput:
         """image [B, 3, S, S], token_ids [B, T], token_padding [B, T] bool, spans [B, P, 2]."""
-        encoder = self.image_encoder
-        pixel_embed, memory = encoder.pixel_decoder(encoder.backbone(image))
-        *earlier, mask_embed = encoder.query_decoder.per_layer(memory)
+        pixel_embed, mask_embed = self.image_encoder(image)
         phrase_embed = pool_phrases(self.text_encoder(token_ids, token_padding), spans)
         affinity = mask_phrase_affinity(phrase_embed, mask_embed, self.logit_scale,
                                         self.affinity_bias)
-        aux = ([mask_logits(e, pixel_embed) for e in earlier]
-               if self.training and self.cfg.deep_supervision else [])
         return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity,
-                               mask_logits(mask_embed, pixel_embed), aux)
+                               mask_logits(mask_embed, pixel_embed))

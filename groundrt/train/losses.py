@@ -67,15 +67,6 @@ def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
                          align_corners=False)
 
 
-def matched_mask_losses(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
-                        cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image: logits [Q, HW], targets [N, HW] -> BCE and Dice of query rows[k] against
-    segment cols[k]."""
-    matched, matched_targets = logits[rows], targets[cols]
-    return (F.binary_cross_entropy_with_logits(matched, matched_targets),
-            dice_loss(matched.sigmoid(), matched_targets).mean())
-
-
 def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
                    weights: LossWeights | None = None,
                    match_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -87,26 +78,19 @@ def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
     weights = weights or LossWeights()
     logits = resize_logits(out.query_logits, loss_size)  # [B, Q, s, s]
     match_logits = logits if match_logits is None else match_logits
-    aux_logits = [resize_logits(a, loss_size) for a in out.aux_query_logits]
     b, q = logits.shape[:2]
     total_q = {k: logits.new_zeros(()) for k in ("query_bce", "query_dice", "affinity")}
     phrase_targets = logits.new_zeros(b, batch.spans.shape[1], loss_size, loss_size)
     all_targets = [m.flatten(1) for m in batch.segment_masks]  # B x [N, HW]
-    # one matching per image for the output (by match_logits), then, with deep supervision,
-    # one per image for each earlier layer (by its own masks): all solved in one call
-    to_match = [*match_logits, *(image for aux in aux_logits for image in aux)]
-    matches = match_queries([m.flatten(1).detach() for m in to_match],
-                            all_targets * (1 + len(aux_logits)))
+    matches = match_queries([m.flatten(1).detach() for m in match_logits], all_targets)
     for i in range(b):
         targets = all_targets[i]  # [N, HW]
         rows, cols = matches[i]
-        bce, dice = matched_mask_losses(logits[i].flatten(1), targets, rows, cols)
-        for layer, aux in enumerate(aux_logits, start=1):
-            aux_bce, aux_dice = matched_mask_losses(aux[i].flatten(1), targets,
-                                                    *matches[layer * b + i])
-            bce, dice = bce + aux_bce, dice + aux_dice
-        total_q["query_bce"] = total_q["query_bce"] + bce
-        total_q["query_dice"] = total_q["query_dice"] + dice
+        matched, matched_targets = logits[i].flatten(1)[rows], targets[cols]
+        total_q["query_bce"] = total_q["query_bce"] + F.binary_cross_entropy_with_logits(
+            matched, matched_targets)
+        total_q["query_dice"] = total_q["query_dice"] + dice_loss(matched.sigmoid(),
+                                                                  matched_targets).mean()
         # which queries belong to which phrase: query rows[k] holds segment cols[k]
         members = batch.phrase_members[i].float()  # [P_i, N]
         query_of_segment = logits.new_zeros(members.shape[1], q)
