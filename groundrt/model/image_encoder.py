@@ -64,8 +64,8 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
 LOCALITY_GAIN = 4.0  # lets the mask MLP reach sharp bumps with moderate weights
 
 
-def locality_channels(x: torch.Tensor) -> torch.Tensor:
-    """[B, 4, h, w] fixed channels g * (1, x, y, x^2 + y^2) with x, y in [-1, 1].
+def locality_channels(coords: torch.Tensor) -> torch.Tensor:
+    """`coordinate_channels` [B, 2, h, w] -> [B, 4, h, w] fixed channels g * (1, x, y, x^2 + y^2).
 
     With them in pixel_embed, a mask embedding whose last four entries are
     a * (-|c|^2, 2 c_x, 2 c_y, -1) adds -a g |p - c|^2 to its logit at pixel p: a bump around any
@@ -73,7 +73,6 @@ def locality_channels(x: torch.Tensor) -> torch.Tensor:
     middle one of three lookalike instances; the dot product the runtime kernels compute is
     unchanged.
     """
-    coords = coordinate_channels(x)
     radius = (coords**2).sum(1, keepdim=True)
     return LOCALITY_GAIN * torch.cat([torch.ones_like(radius), coords, radius], dim=1)
 
@@ -106,9 +105,10 @@ class PixelDecoder(nn.Module):
             x = self.smooth[level](x + self.lateral[level](features[level]))
             if level + self.finest == self.memory_level:
                 memory = self.to_memory(x)
-        pixel_embed = self.head(torch.cat([x, coordinate_channels(x)], dim=1))
+        coords = coordinate_channels(x)
+        pixel_embed = self.head(torch.cat([x, coords], dim=1))
         if self.locality:
-            pixel_embed = torch.cat([pixel_embed, locality_channels(pixel_embed)], dim=1)
+            pixel_embed = torch.cat([pixel_embed, locality_channels(coords)], dim=1)
         return pixel_embed, memory
 
 
