@@ -24,7 +24,7 @@ from groundrt.examples import build_examples
 from groundrt.metric.evaluate import score_masks
 from groundrt.model.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model
 from groundrt.model.inference import predict_masks
-from groundrt.package import read_manifest
+from groundrt.package import input_shape, read_manifest
 from groundrt.runtime.onnx_graphs import OnnxGraphs
 from groundrt.runtime.predict import evaluate_graphs, package_examples
 from groundrt.text import Tokenizer
@@ -48,12 +48,13 @@ def onnx_row(name: str, package: Path, precision: str, dataset: PNGDataset,
     manifest = read_manifest(package)
     graphs = OnnxGraphs(package, precision, threads=threads, manifest=manifest)
     scores = evaluate_graphs(graphs, dataset, package_examples(graphs, dataset)[:limit])
-    size_px = manifest["input"]["size"]
-    image = np.random.default_rng(0).standard_normal((1, 3, size_px, size_px)).astype(np.float32)
+    height, width = input_shape(manifest)
+    image = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
     ms = timed(lambda: graphs.image(image), runs)
     files = [manifest["graphs"]["image"][precision], manifest["graphs"]["text"]["fp32"]]
     size = sum(manifest["files"][f]["bytes"] for f in files)
-    return {"variant": name, **scores, "bytes": size, "input": size_px,
+    shape = f"{height}x{width}" if height != width else height
+    return {"variant": name, **scores, "bytes": size, "input": shape,
             "p50_ms": median(ms), "p90_ms": percentile(ms, 0.9)}
 
 

@@ -1,11 +1,14 @@
 """End-to-end `Grounder.ground()` latency, per stage, side by side with the teacher in PyTorch.
 
     python benchmarks/grounder_latency.py --runs 100 --threads 2
+    python benchmarks/grounder_latency.py --runs 100 --threads 2 --camera-model packages/student-4x3
 
 A 640x480 sample image (a committed sample scene, resized), a caption with 8 noun phrases,
 the caption's text cached (it is encoded once before timing). Rows: the shipped package
 (default precision, native kernels), the same with numpy post-processing, and the teacher run in
-PyTorch eager through the same Grounder code (`backend="torch"`). p50 / p90 / p99 per stage.
+PyTorch eager through the same Grounder code (`backend="torch"`); with --camera-model, also a
+package of the same run built for 4:3 frames (`groundrt export package --input-shape 144x192`).
+p50 / p90 / p99 per stage.
 The rows are measured in alternating blocks (--rounds), so that a shared machine's changes of
 speed reach every row alike and their ratios hold (measured one after the other, the teacher's
 ratio moved from 4.3x to 7.2x between two runs).
@@ -35,6 +38,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="package (default: the shipped one)")
     parser.add_argument("--teacher", default=str(ROOT / "runs" / "teacher"))
+    parser.add_argument("--camera-model",
+                        help="a package built with --input-shape for 4:3 frames: one more row")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10,
@@ -47,6 +52,9 @@ def main() -> None:
             args.model, threads=args.threads, native_kernels=True),
         "package, numpy post-processing": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=False),
+        **({"4:3 package, native kernels": groundrt.Grounder(
+            args.camera_model, threads=args.threads, native_kernels=True)}
+           if args.camera_model else {}),
         "teacher, PyTorch eager": groundrt.Grounder(
             args.teacher, backend="torch", threads=args.threads),
     }
@@ -59,11 +67,13 @@ def main() -> None:
     medians = {}
     for name, grounder in grounders.items():
         medians[name] = percentile(times[name]["total"], 0.5)
-        print(table_row(f"{name} ({grounder.backend.name}, {grounder.backend.precision})",
-                        times[name]))
-    base = medians["package, native kernels"]
+        shape = "x".join(map(str, grounder.input_shape))
+        print(table_row(f"{name} ({grounder.backend.name}, {grounder.backend.precision}, "
+                        f"{shape})", times[name]))
+    base, teacher = medians["package, native kernels"], medians["teacher, PyTorch eager"]
     for name, value in medians.items():
-        print(f"{name}: total p50 {value:.2f} ms = {value / base:.1f}x the package's")
+        print(f"{name}: total p50 {value:.2f} ms = {value / base:.2f}x the package's; "
+              f"the teacher's is {teacher / value:.1f}x this")
 
 
 if __name__ == "__main__":

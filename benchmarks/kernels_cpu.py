@@ -38,7 +38,7 @@ def random_inputs(seed: int = 0) -> dict:
         "masks": rng.standard_normal((QUERIES, DIM)).astype(np.float32),
         "pixel": rng.standard_normal((DIM, 40, 40)).astype(np.float32),
         "plural": np.arange(PHRASES) % 2 == 1,
-        "crop": Letterbox(640, HEIGHT, WIDTH).crop_region(16),
+        "crop": Letterbox((640, 640), HEIGHT, WIDTH).crop_region(16),
         "logit_scale": 10.0, "bias": -2.0, "threshold": 0.5,
     }
 

@@ -60,7 +60,8 @@ class FoldedQueryDecoder(nn.Module):
             q0 = F.linear(first.norm2(x0), *projections[0][:2])
         self.register_buffer("x0", x0)  # [1, Q, C]
         self.register_buffer("q0", self._heads(q0))  # [1, H, Q, dh]
-        # the memory tokens' positions in the channel-major layout [1, C, h, w]
+        # the memory tokens' positions in the channel-major layout [1, C, side, side]; an input
+        # cropped from the square uses their top-left corner, as QueryDecoder does
         self.register_buffer("pos", decoder.memory_pos.detach().t().reshape(1, c, side, side))
         # keys and values of every layer's cross-attention: one 1x1 convolution
         kv_weight = torch.cat([torch.cat([wk, wv]) for _, _, wk, _, wv, _ in projections])
@@ -90,9 +91,9 @@ class FoldedQueryDecoder(nn.Module):
         return torch.softmax(q @ k_t, dim=-1) @ v
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
-        b = memory.shape[0]
+        b, _, h, w = memory.shape
         # [B, 2 C L, h, w] -> [B, L, 2, H, dh, N]: keys are [dh, N] per head as they are
-        kv = self.kv(memory + self.pos).reshape(b, len(self.layers), 2, self.heads,
+        kv = self.kv(memory + self.pos[..., :h, :w]).reshape(b, len(self.layers), 2, self.heads,
                                                 self.head_dim, -1)
         x = self.x0.expand(b, -1, -1)
         for i, layer in enumerate(self.layers):

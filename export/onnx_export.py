@@ -1,7 +1,9 @@
 """ONNX export of a run: the image path and the text path as two standard-op graphs.
 
-* image graph: `image` [batch, 3, S, S] float32 (letterboxed, normalized RGB) ->
-  `pixel_embed` [batch, D, S/stride, S/stride], `mask_embed` [batch, Q, D];
+* image graph: `image` [batch, 3, H, W] float32 (letterboxed, normalized RGB) ->
+  `pixel_embed` [batch, D, H/stride, W/stride], `mask_embed` [batch, Q, D]; H x W is the
+  trained S x S square or a top-left crop of it (`input_shape`, e.g. 144 x 192 for 4:3
+  cameras: image_encoder.py);
 * text graph: `token_ids` [1, tokens] int32 -> `token_embed` [1, tokens, D] (phrase embeddings
   are the mean over each phrase's token span, done by the runtime, so any number of phrases
   works without re-running the graph).
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from groundrt.export.folded_query_decoder import FoldedQueryDecoder
+from groundrt.model.image_encoder import check_input_shape
 from groundrt.model.network import GroundingNet
 
 OPSET = 18
@@ -57,17 +60,25 @@ class TextGraph(nn.Module):
         return self.encoder(token_ids.long())
 
 
-def graph_io(model: GroundingNet) -> dict:
+def image_input_shape(model: GroundingNet, input_shape: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) of the image graph: the trained square, or a crop of it (checked)."""
+    shape = tuple(input_shape or model.cfg.input_shape)
+    check_input_shape(shape, model.cfg.input_size)
+    return shape
+
+
+def graph_io(model: GroundingNet, input_shape: tuple[int, int] | None = None) -> dict:
     """The engines' inputs and outputs as the manifest records them (str = dynamic axis)."""
     cfg = model.cfg
-    side = cfg.input_size // cfg.pixel_stride
+    height, width = image_input_shape(model, input_shape)
+    stride = cfg.pixel_stride
     d = cfg.embed_dim
     return {
         "image": {
             "inputs": [{"name": "image", "dtype": "float32",
-                        "shape": ["batch", 3, cfg.input_size, cfg.input_size]}],
+                        "shape": ["batch", 3, height, width]}],
             "outputs": [{"name": "pixel_embed", "dtype": "float32",
-                         "shape": ["batch", d, side, side]},
+                         "shape": ["batch", d, height // stride, width // stride]},
                         {"name": "mask_embed", "dtype": "float32",
                          "shape": ["batch", cfg.num_queries, d]}]},
         "text": {
@@ -112,16 +123,19 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 def compare_with_torch(model: GroundingNet, image_path: Path, text_path: Path,
-                       trials: int = 20, seed: int = 0) -> list[ExportCheck]:
+                       trials: int = 20, seed: int = 0,
+                       input_shape: tuple[int, int] | None = None) -> list[ExportCheck]:
     """Max abs error between ONNX Runtime and PyTorch over `trials` random inputs per graph
-    (images from N(0, 1), token ids of random lengths up to the model's limit)."""
+    (images from N(0, 1) of the graph's input shape, token ids of random lengths up to the
+    model's limit)."""
     cfg = model.cfg
+    height, width = image_input_shape(model, input_shape)
     rng = np.random.default_rng(seed)
     image_session, text_session = _session(image_path), _session(text_path)
     image_error = text_error = 0.0
     with torch.no_grad():
         for _ in range(trials):
-            image = rng.standard_normal((1, 3, cfg.input_size, cfg.input_size), np.float32)
+            image = rng.standard_normal((1, 3, height, width), np.float32)
             want = model.image_encoder(torch.from_numpy(image))
             got = image_session.run(None, {"image": image})
             image_error = max(image_error, *(float(np.abs(g - w.numpy()).max())
@@ -134,15 +148,17 @@ def compare_with_torch(model: GroundingNet, image_path: Path, text_path: Path,
     return [ExportCheck("image", trials, image_error), ExportCheck("text", trials, text_error)]
 
 
-def export_onnx(model: GroundingNet, out: str | Path) -> dict[str, Path]:
-    """Writes `image.onnx` and `text.onnx` into `out`; returns their paths by graph name."""
+def export_onnx(model: GroundingNet, out: str | Path,
+                input_shape: tuple[int, int] | None = None) -> dict[str, Path]:
+    """Writes `image.onnx` (input [batch, 3, *input_shape], default the trained square) and
+    `text.onnx` into `out`; returns their paths by graph name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     cfg = model.cfg
-    spec = graph_io(model)
+    spec = graph_io(model, input_shape)
     # batch 2: torch.export specializes axes of size 1, which would fix the batch at 1
-    image = torch.zeros(2, 3, cfg.input_size, cfg.input_size)
+    image = torch.zeros(2, 3, *image_input_shape(model, input_shape))
     tokens = torch.full((1, 8), 4, dtype=torch.int32)
     paths = {"image": out / IMAGE_FILE, "text": out / TEXT_FILE}
     # the exporter may write weights as external data beside its file: export into a scratch

@@ -14,7 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from groundrt.data import PNGDataset
-from groundrt.export.onnx_export import compare_with_torch, export_onnx, graph_io
+from groundrt.export.onnx_export import (
+    compare_with_torch,
+    export_onnx,
+    graph_io,
+    image_input_shape,
+)
 from groundrt.export.quantize import (
     DEFAULT_FLOAT_POLICIES,
     ImageCalibrationReader,
@@ -31,12 +36,15 @@ from groundrt.runtime.predict import evaluate_graphs, package_examples
 from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
-def base_manifest(model: GroundingNet, name: str) -> dict:
+def base_manifest(model: GroundingNet, name: str,
+                  input_shape: tuple[int, int] | None = None) -> dict:
     """Everything the runtime needs to drive the graphs, before files and accuracy."""
     cfg = model.cfg
+    height, width = image_input_shape(model, input_shape)
     return {
         "model": {"name": name, "config": cfg.to_json()},
-        "input": {"size": cfg.input_size, "letterbox": "top-left", "pad_value": PAD_VALUE,
+        "input": {"size": cfg.input_size, "height": height, "width": width,
+                  "letterbox": "top-left", "pad_value": PAD_VALUE,
                   "color": "RGB", "mean": MEAN_RGB.tolist(), "std": STD_RGB.tolist(),
                   "layout": "NCHW", "dtype": "float32"},
         "grounding": {"logit_scale": float(model.logit_scale.detach().exp()),
@@ -45,7 +53,7 @@ def base_manifest(model: GroundingNet, name: str) -> dict:
                       "pixel_stride": cfg.pixel_stride},
         "tokenizer": {"file": TOKENIZER_FILE, "pad_id": PAD_ID, "bos_id": BOS_ID,
                       "eos_id": EOS_ID, "max_tokens": cfg.max_tokens},
-        "io": graph_io(model),
+        "io": graph_io(model, input_shape),
         "engines": [],
     }
 
@@ -53,26 +61,28 @@ def base_manifest(model: GroundingNet, name: str) -> dict:
 def build_package(run: str | Path, data: str | Path, out: str | Path, name: str | None = None,
                   calibration_count: int = 512, eval_limit: int | None = None,
                   keep_float: tuple[str, ...] = DEFAULT_FLOAT_POLICIES, seed: int = 0,
-                  progress: bool = True) -> dict:
-    """Writes the package of `run` into `out` and returns its manifest."""
+                  input_shape: tuple[int, int] | None = None, progress: bool = True) -> dict:
+    """Writes the package of `run` into `out` and returns its manifest. `input_shape` (h, w)
+    crops the image graph's input from the trained square (default: the square)."""
     run, out = Path(run), Path(out)
     model = load_model(run).eval()
+    shape = image_input_shape(model, input_shape)  # a bad shape fails before any work
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"package folder {out} is not empty: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    paths = export_onnx(model, out)
-    checks = compare_with_torch(model, paths["image"], paths["text"])
+    paths = export_onnx(model, out, shape)
+    checks = compare_with_torch(model, paths["image"], paths["text"], input_shape=shape)
     shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
 
     train_set = PNGDataset(data, "train")
     reader = ImageCalibrationReader(train_set, calibration_images(train_set, calibration_count,
                                                                   seed),
-                                    model.cfg.input_size, progress=progress)
+                                    shape, progress=progress)
     with tempfile.TemporaryDirectory() as work:
         quantized = quantize_image_graph(paths["image"], reader, work, keep_float)
     assert_trt_qdq(quantized.trt)
 
-    manifest = base_manifest(model, name or run.name)
+    manifest = base_manifest(model, name or run.name, shape)
     manifest.update(
         graphs={"image": {"fp32": paths["image"].name, "int8-cpu": quantized.cpu.name,
                           "int8-trt": quantized.trt.name},

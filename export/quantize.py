@@ -40,9 +40,9 @@ PRODUCERS_TO_SKIP = {"Add", "Reshape", "Transpose", "Relu"}  # between a project
 class ImageCalibrationReader(CalibrationDataReader):
     """Letterboxed, normalized images of a split, one at a time, with a progress bar."""
 
-    def __init__(self, dataset: PNGDataset, image_ids: list[int], size: int,
+    def __init__(self, dataset: PNGDataset, image_ids: list[int], shape: tuple[int, int],
                  input_name: str = "image", progress: bool = True) -> None:
-        self.dataset, self.image_ids, self.size = dataset, image_ids, size
+        self.dataset, self.image_ids, self.shape = dataset, image_ids, shape
         self.input_name, self.progress = input_name, progress
         self.rewind()
 
@@ -50,7 +50,7 @@ class ImageCalibrationReader(CalibrationDataReader):
         bar = tqdm(self.image_ids, desc="calibrate", unit="img", disable=not self.progress)
         for image_id in bar:
             image = self.dataset.read_image(image_id)
-            box = Letterbox(self.size, *image.shape[:2])
+            box = Letterbox(self.shape, *image.shape[:2])
             yield {self.input_name: normalize(box.apply(image))[None]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -26,8 +26,8 @@ class Example:
 
     image_id: int
     original_size: tuple[int, int]  # (H, W) of the image before letterboxing
-    image: np.ndarray  # [S, S, 3] uint8 BGR, letterboxed
-    panoptic: np.ndarray  # [S, S] int32 segment ids, letterboxed (nearest), 0 = padding
+    image: np.ndarray  # [h, w, 3] uint8 BGR, letterboxed to the input shape (S x S by default)
+    panoptic: np.ndarray  # [h, w] int32 segment ids, letterboxed (nearest), 0 = padding
     segment_ids: np.ndarray  # [N] int32: every segment of the image (the queries' targets)
     tokens: np.ndarray  # [T] int64
     spans: np.ndarray  # [P, 2] int64 token spans of the grounded phrases
@@ -50,31 +50,34 @@ class _Pixels:
     teacher_image: np.ndarray | None
 
 
-def _load_pixels(dataset: PNGDataset, image_id: int, size: int,
+def _load_pixels(dataset: PNGDataset, image_id: int, shape: tuple[int, int],
                  teacher_size: int | None) -> _Pixels:
     image = dataset.read_image(image_id)
-    box = Letterbox(size, *image.shape[:2])
+    box = Letterbox(shape, *image.shape[:2])
     return _Pixels(
         original_size=image.shape[:2],
         image=box.apply(image),
         panoptic=box.apply(dataset.read_panoptic(image_id), interpolation=cv2.INTER_NEAREST,
                            pad=0),
-        teacher_image=(Letterbox(teacher_size, *image.shape[:2]).apply(image)
+        teacher_image=(Letterbox((teacher_size, teacher_size), *image.shape[:2]).apply(image)
                        if teacher_size else None))
 
 
 def build_examples(dataset: PNGDataset, tokenizer: Tokenizer, cfg: ModelConfig,
-                   progress: bool = True, teacher_size: int | None = None) -> list[Example]:
-    """Every narrative with grounded phrases; `teacher_size` also letterboxes each image for a
-    distillation teacher (decoded once, resized twice). Images load on LOAD_THREADS threads;
-    tokenizing stays on this one."""
+                   progress: bool = True, teacher_size: int | None = None,
+                   input_shape: tuple[int, int] | None = None) -> list[Example]:
+    """Every narrative with grounded phrases, letterboxed to `input_shape` (default: the
+    network's square); `teacher_size` also letterboxes each image for a distillation teacher
+    (decoded once, resized twice). Images load on LOAD_THREADS threads; tokenizing stays on
+    this one."""
+    shape = input_shape or cfg.input_shape
     by_narrative: dict[int, list] = {}
     for phrase in dataset.phrases:
         by_narrative.setdefault(phrase.narrative_index, []).append(phrase)
     examples = []
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
         pixels = pool.map(lambda phrases: _load_pixels(dataset, phrases[0].image_id,
-                                                       cfg.input_size, teacher_size),
+                                                       shape, teacher_size),
                           by_narrative.values())
         for (index, phrases), loaded in tqdm(zip(by_narrative.items(), pixels, strict=True),
                                              total=len(by_narrative), desc=f"load {dataset.name}",

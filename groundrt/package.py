@@ -4,7 +4,9 @@ The manifest (format version 1) holds:
 
     format, format_version, producer       "groundrt-package", 1, "groundrt 0.1.0"
     model        {"name", "config"}         the ModelConfig the graphs were exported from
-    input        {"size", "letterbox", "pad_value", "color", "mean", "std", "layout"}
+    input        {"size", "height", "width", "letterbox", "pad_value", "color", "mean", "std",
+                  "layout"}: the image graph's input is height x width, the trained size x size
+                  square or a top-left crop of it (packages without height and width: square)
     grounding    {"logit_scale", "affinity_bias", "plural_threshold", "pixel_stride"}
     tokenizer    {"file", "pad_id", "bos_id", "eos_id", "max_tokens"}
     graphs       {"image": {precision: file}, "text": {precision: file}}
@@ -45,6 +47,12 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def input_shape(manifest: dict) -> tuple[int, int]:
+    """(h, w) of the package's image graph input."""
+    entry = manifest["input"]
+    return int(entry.get("height", entry["size"])), int(entry.get("width", entry["size"]))
 
 
 def named_files(manifest: dict) -> list[str]:

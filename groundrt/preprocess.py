@@ -1,8 +1,10 @@
 """Image preprocessing shared by training, prediction and the runtime: letterbox + normalize.
 
-The model sees a square `size` x `size` image: the original is scaled to fit (aspect kept),
-placed at the top-left corner and padded with grey. `Letterbox` remembers the geometry so that
-maps predicted on the square can be cropped and resized back to the original size.
+The model sees an input of a fixed shape, the trained S x S square or a top-left crop of it
+(a package built for one camera aspect, e.g. 144 x 192 for 4:3 frames): the original is scaled
+to fit (aspect kept), placed at the top-left corner and padded with grey. `Letterbox` remembers
+the geometry so that maps predicted on the input can be cropped and resized back to the original
+size.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ NORMALIZED_RGB = (np.arange(256, dtype=np.float32)[None, :] - MEAN_RGB[:, None])
 
 @dataclass(frozen=True)
 class Letterbox:
-    size: int  # side of the square input
+    shape: tuple[int, int]  # (h, w) of the model's input
     height: int  # original image size
     width: int
 
     @property
     def scale(self) -> float:
-        return self.size / max(self.height, self.width)
+        return min(self.shape[0] / self.height, self.shape[1] / self.width)
 
     @property
     def shrinks(self) -> bool:
@@ -40,15 +42,17 @@ class Letterbox:
 
     @property
     def inner(self) -> tuple[int, int]:
-        """(h, w) of the resized image inside the square."""
-        return (max(1, round(self.height * self.scale)), max(1, round(self.width * self.scale)))
+        """(h, w) of the resized image inside the input."""
+        return (min(self.shape[0], max(1, round(self.height * self.scale))),
+                min(self.shape[1], max(1, round(self.width * self.scale))))
 
     def apply(self, image: np.ndarray, interpolation: int = cv2.INTER_AREA,
               pad: int = PAD_VALUE) -> np.ndarray:
-        """[H, W, ...] -> [size, size, ...]: resize into the top-left corner, pad the rest."""
+        """[H, W, ...] -> [h, w, ...] of the input: resize into the top-left corner, pad the
+        rest."""
         h, w = self.inner
         resized = cv2.resize(image, (w, h), interpolation=interpolation)
-        out = np.full((self.size, self.size) + image.shape[2:], pad, dtype=image.dtype)
+        out = np.full(self.shape + image.shape[2:], pad, dtype=image.dtype)
         out[:h, :w] = resized.reshape((h, w) + image.shape[2:])
         return out
 
@@ -88,7 +92,7 @@ def resize_region(maps: np.ndarray, crop_h: float, crop_w: float, height: int,
 
 
 def normalize(image_bgr: np.ndarray) -> np.ndarray:
-    """[S, S, 3] uint8 BGR -> [3, S, S] float32, RGB, ImageNet mean/std."""
+    """[h, w, 3] uint8 BGR -> [3, h, w] float32, RGB, ImageNet mean/std."""
     if image_bgr.dtype != np.uint8:
         raise TypeError(f"normalize takes uint8 images, not {image_bgr.dtype}")
     out = np.empty((3,) + image_bgr.shape[:2], dtype=np.float32)
@@ -98,12 +102,12 @@ def normalize(image_bgr: np.ndarray) -> np.ndarray:
 
 
 def letterbox_input(image_bgr: np.ndarray, box: Letterbox, native: bool = False) -> np.ndarray:
-    """[H, W, 3] uint8 BGR -> the model's input [3, S, S] float32: `normalize(box.apply(image))`.
+    """[H, W, 3] uint8 BGR -> the model's input [3, h, w] float32: `normalize(box.apply(image))`.
 
     native=True computes it in one pass with the CPU kernel library (kernels/cpu.py: a few times
     faster than cv2's area resize at ratios like 640 -> 192; a value on a rounding tie may come
     out 1 apart) when the image shrinks; enlarging always takes OpenCV's path.
     """
     if native and box.shrinks:
-        return cpu_kernels.letterbox(image_bgr, box.size, *box.inner, PAD_VALUE, NORMALIZED_RGB)
+        return cpu_kernels.letterbox(image_bgr, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB)
     return normalize(box.apply(image_bgr))

@@ -2,7 +2,7 @@
 
     scores, selected = affinity(phrase_embed, mask_embed, logit_scale, bias, plural, threshold)
     masks, stats = decode_masks(pixel_embed, mask_embed, selected, crop_h, crop_w, height, width)
-    model_input = letterbox(image_bgr, size, inner_h, inner_w, pad, table)
+    model_input = letterbox(image_bgr, (h, w), inner_h, inner_w, pad, table)
 
 The library is looked up at `$GROUNDRT_KERNELS_LIB`, else in `lib/` next to this module (where
 the CMake build puts it). `stats` is a structured array with the C struct's layout (STATS_DTYPE):
@@ -24,7 +24,7 @@ from groundrt.errors import GroundrtError
 LIB_ENV = "GROUNDRT_KERNELS_LIB"
 LIB_DIR = Path(__file__).resolve().parent / "lib"
 LIB_NAME = "libgroundrt_kernels.so"
-ABI_VERSION = 3
+ABI_VERSION = 4
 BUILD_COMMAND = "cmake -S . -B build/cmake && cmake --build build/cmake"
 
 STATS_DTYPE = np.dtype([("area", "<i8"), ("box", "<i4", (4,)), ("centroid", "<f8", (2,)),
@@ -66,8 +66,8 @@ def _load(path: str) -> ctypes.CDLL:
     lib.grt_decode_masks.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, i32, f64, f64, i32, i32,
                                      f32, i32, i32, ptr, ptr]
     lib.grt_decode_masks.restype = ctypes.c_int
-    lib.grt_letterbox.argtypes = [ptr, i32, i32, ctypes.c_int64, i32, i32, i32, ctypes.c_uint8,
-                                  ptr, ptr]
+    lib.grt_letterbox.argtypes = [ptr, i32, i32, ctypes.c_int64, i32, i32, i32, i32,
+                                  ctypes.c_uint8, ptr, ptr]
     lib.grt_letterbox.restype = ctypes.c_int
     return lib
 
@@ -194,11 +194,11 @@ def decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.n
     return out_masks, stats
 
 
-def letterbox(image_bgr: np.ndarray, size: int, inner_h: int, inner_w: int, pad: int,
-              table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """[H, W, 3] uint8 BGR -> [3, size, size] float32 RGB: the image shrunk by area averaging
-    (cv2.INTER_AREA's averages; a value on a rounding tie may differ by 1) into the top-left
-    inner_h x inner_w, `pad` elsewhere, each uint8 value v of RGB channel c replaced by
+def letterbox(image_bgr: np.ndarray, shape: tuple[int, int], inner_h: int, inner_w: int,
+              pad: int, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """[H, W, 3] uint8 BGR -> [3, h, w] float32 RGB, (h, w) = shape: the image shrunk by area
+    averaging (cv2.INTER_AREA's averages; a value on a rounding tie may differ by 1) into the
+    top-left inner_h x inner_w, `pad` elsewhere, each uint8 value v of RGB channel c replaced by
     table[c, v]. Shrinking only (inner_h <= H, inner_w <= W): otherwise KernelError."""
     lib = library()
     if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
@@ -210,10 +210,12 @@ def letterbox(image_bgr: np.ndarray, size: int, inner_h: int, inner_w: int, pad:
     if lut.shape != (3, 256):
         raise KernelError(f"table must be [3, 256], got {lut.shape}")
     height, width = image.shape[:2]
-    if not (0 < inner_h <= min(height, size) and 0 < inner_w <= min(width, size)):
+    out_h, out_w = shape
+    if not (0 < inner_h <= min(height, out_h) and 0 < inner_w <= min(width, out_w)):
         raise KernelError(f"letterbox only shrinks: {height}x{width} cannot go to "
-                          f"{inner_h}x{inner_w} inside {size}x{size}")
-    result = _output("out", out, (3, size, size), np.float32)
-    _check(lib.grt_letterbox(image.ctypes.data, height, width, image.strides[0], size, inner_h,
-                             inner_w, pad, lut.ctypes.data, result.ctypes.data), "grt_letterbox")
+                          f"{inner_h}x{inner_w} inside {out_h}x{out_w}")
+    result = _output("out", out, (3, out_h, out_w), np.float32)
+    _check(lib.grt_letterbox(image.ctypes.data, height, width, image.strides[0], out_h, out_w,
+                             inner_h, inner_w, pad, lut.ctypes.data, result.ctypes.data),
+           "grt_letterbox")
     return result

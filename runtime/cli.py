@@ -120,7 +120,7 @@ def _cmd_export_package(args: argparse.Namespace) -> int:
     manifest = build_package(args.model, args.data, args.out, name=args.name,
                              calibration_count=args.calibration_images,
                              eval_limit=args.eval_limit,
-                             keep_float=keep_float,
+                             keep_float=keep_float, input_shape=args.input_shape,
                              progress=not args.quiet)
     print(f"wrote package {args.out}: " + ", ".join(
         f"{name} {entry['bytes'] / 1e6:.2f} MB" for name, entry in manifest["files"].items()))
@@ -260,6 +260,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps({"package": package, "environment": env}, indent=2) if args.json
           else format_info(package, env))
     return 0
+
+
+def _input_shape(text: str) -> tuple[int, int]:
+    """'144x192' -> (144, 192): height x width."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH such as 144x192, not {text!r}") from None
+    return height, width
 
 
 def _add_split_arguments(parser: argparse.ArgumentParser, out_help: str | None = None) -> None:
@@ -432,6 +442,11 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     pk.add_argument("--keep-float",
                     help="comma-separated float policies: projections, stem, attention, norms "
                     "('' = none; default: projections,stem,attention)")
+    pk.add_argument("--input-shape", type=_input_shape, metavar="HxW",
+                    help="image graph input, a top-left crop of the trained square with sides "
+                    "that are multiples of 16, for cameras of one aspect: 144x192 for 4:3 "
+                    "frames at the student's 192 (25%% less compute, same masks); default: "
+                    "the square")
     pk.add_argument("--quiet", action="store_true", help="no progress bars")
     pk.set_defaults(handler=_cmd_export_package)
 

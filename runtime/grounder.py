@@ -21,7 +21,7 @@ import numpy as np
 
 from groundrt.errors import GroundrtError
 from groundrt.kernels import cpu as cpu_kernels
-from groundrt.package import MANIFEST_FILE, PackageError, read_manifest
+from groundrt.package import MANIFEST_FILE, PackageError, input_shape, read_manifest
 from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend
@@ -99,7 +99,7 @@ class Grounder:
         self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
                                          decode_threads)
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
-        self.input_size: int = self.manifest["input"]["size"]
+        self.input_shape: tuple[int, int] = input_shape(self.manifest)
         self.grounding: dict = self.manifest["grounding"]
         self.max_phrases = max_phrases
         self.text_cache_size = text_cache_size
@@ -190,11 +190,11 @@ class Grounder:
     def prepare(self, image: ImageInput, rgb: bool = False) -> PreparedImage:
         """Load, letterbox and normalize one image."""
         loaded = load_image(image, rgb)
-        box = Letterbox(self.input_size, *loaded.shape[:2])
+        box = Letterbox(self.input_shape, *loaded.shape[:2])
         return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox))
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, S, S] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
+        """[B, 3, h, w] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
         return self.backend.image(inputs)
 
     def decode(self, text: TextEncoding, box: Letterbox, pixel_embed: np.ndarray,

@@ -70,8 +70,12 @@ def environment() -> dict:
 
 def format_info(package: dict, env: dict) -> str:
     lines = [f"package: {package.get('name')} ({package.get('folder')}, hashes verified)"]
-    size = package.get("input", {}).get("size")
-    lines.append(f"  input: {size}x{size}, default precision {package.get('precision')}")
+    entry = package.get("input", {})
+    size = entry.get("size")
+    height, width = entry.get("height", size), entry.get("width", size)
+    crop = "" if (height, width) == (size, size) else f" (a crop of the trained {size}x{size})"
+    lines.append(f"  input: {height}x{width}{crop}, default precision "
+                 f"{package.get('precision')}")
     for kind, graphs in package.get("graphs", {}).items():
         lines.append(f"  {kind} graphs: " + ", ".join(f"{p} ({f})" for p, f in graphs.items()))
     engines = package.get("engines") or {}

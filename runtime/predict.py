@@ -16,6 +16,7 @@ from groundrt.examples import Example, build_examples
 from groundrt.metric.evaluate import score_masks
 from groundrt.metric.predictions import write_mask_predictions
 from groundrt.model.config import ModelConfig
+from groundrt.package import input_shape
 from groundrt.preprocess import Letterbox, normalize
 from groundrt.runtime import reference
 from groundrt.runtime.onnx_graphs import OnnxGraphs
@@ -29,7 +30,6 @@ def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example], batch_size: 
     """For each example, its phrase masks [P, H, W] bool at the original size, decoded by the
     runtime's post-processing (the native kernels when built, as `Grounder` does)."""
     postprocess = postprocess or Postprocessor()
-    size = graphs.manifest["input"]["size"]
     g = graphs.manifest["grounding"]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -39,7 +39,7 @@ def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example], batch_size: 
             _, selected = postprocess.affinity(phrases, mask_embed[i], g["logit_scale"],
                                                g["affinity_bias"], example.plural,
                                                g["plural_threshold"])
-            box = Letterbox(size, *example.original_size)
+            box = Letterbox(example.image.shape[:2], *example.original_size)
             masks, _ = postprocess.decode_masks(pixel_embed[i], mask_embed[i], selected,
                                                 *box.crop_region(g["pixel_stride"]),
                                                 box.height, box.width)
@@ -48,11 +48,12 @@ def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example], batch_size: 
 
 def package_examples(graphs: OnnxGraphs, dataset: PNGDataset,
                      progress: bool = False) -> list[Example]:
-    """The split's narratives prepared for the package (its input size and tokenizer)."""
+    """The split's narratives prepared for the package (its input shape and tokenizer)."""
     manifest = graphs.manifest
     cfg = ModelConfig.from_json(manifest["model"]["config"])
     tokenizer = Tokenizer(graphs.folder / manifest["tokenizer"]["file"])
-    return build_examples(dataset, tokenizer, cfg, progress)
+    return build_examples(dataset, tokenizer, cfg, progress,
+                          input_shape=input_shape(manifest))
 
 
 def evaluate_graphs(graphs: OnnxGraphs, dataset: PNGDataset, examples: list[Example]) -> dict:

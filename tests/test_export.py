@@ -18,7 +18,7 @@ from groundrt.data import PNGDataset  # noqa: E402
 from groundrt.examples import build_examples  # noqa: E402
 from groundrt.export.distill import DistillObjective, distill  # noqa: E402
 from groundrt.export.folded_query_decoder import FoldedQueryDecoder  # noqa: E402
-from groundrt.export.onnx_export import compare_with_torch, export_onnx  # noqa: E402
+from groundrt.export.onnx_export import compare_with_torch, export_onnx, graph_io  # noqa: E402
 from groundrt.export.package_builder import build_package  # noqa: E402
 from groundrt.export.quantize import (  # noqa: E402
     FLOAT_POLICIES,
@@ -30,7 +30,7 @@ from groundrt.export.quantize import (  # noqa: E402
 )
 from groundrt.export.trt_rules import check_trt_qdq  # noqa: E402
 from groundrt.model.checkpoint import TOKENIZER_FILE, save_model  # noqa: E402
-from groundrt.model.config import PRESETS  # noqa: E402
+from groundrt.model.config import PRESETS, ConfigError  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
 from groundrt.synth.dataset import synthesize  # noqa: E402
@@ -108,6 +108,24 @@ def test_onnx_export_of_the_model_options(tmp_path):
     assert all(c.max_abs_error < 1e-4 for c in checks), checks
 
 
+def test_onnx_export_of_a_cropped_input(tmp_path):
+    """A graph for 4:3 frames: the input is a 48 x 64 crop of the tiny 64 square (with the
+    options, whose position tables are cropped too); shapes in graph and manifest io agree."""
+    torch.manual_seed(5)
+    model = GroundingNet(replace(TINY, locality_channels=True, memory_stride=8)).eval()
+    paths = export_onnx(model, tmp_path, input_shape=(48, 64))
+    checks = compare_with_torch(model, paths["image"], paths["text"], trials=3,
+                                input_shape=(48, 64))
+    assert all(c.max_abs_error < 1e-4 for c in checks), checks
+    session = ort.InferenceSession(str(paths["image"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [3, 48, 64]
+    pixel, _ = session.run(None, {"image": np.zeros((1, 3, 48, 64), np.float32)})
+    io = graph_io(model, (48, 64))["image"]
+    assert list(pixel.shape[1:]) == io["outputs"][0]["shape"][1:] == [TINY.embed_dim, 12, 16]
+    with pytest.raises(ConfigError, match="not a crop"):
+        export_onnx(model, tmp_path / "bad", input_shape=(40, 64))
+
+
 def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp_path):
     from groundrt.model.checkpoint import load_model
 
@@ -116,7 +134,7 @@ def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp
     train_set = PNGDataset(tiny_data, "train")
     ids = calibration_images(train_set, 4)
     assert len(ids) == 4 and ids == calibration_images(train_set, 4)  # seeded choice
-    reader = ImageCalibrationReader(train_set, ids, TINY.input_size, progress=False)
+    reader = ImageCalibrationReader(train_set, ids, TINY.input_shape, progress=False)
     graphs = quantize_image_graph(paths["image"], reader, tmp_path / "work")
     assert graphs.calibration_images == 4
     prepared = onnx.load(str(tmp_path / "work" / "prepared.onnx"))
@@ -145,6 +163,28 @@ def test_calibration_writes_a_trt_graph_and_a_cpu_graph(tiny_run, tiny_data, tmp
 
 def prepared_op(model, name: str) -> str:
     return next(n.op_type for n in model.graph.node if n.name == name)
+
+
+def test_a_package_for_one_camera_aspect(tiny_run, tiny_data, tmp_path):
+    """--input-shape: the image graph takes a crop of the square; the Grounder letterboxes
+    into it and returns masks at the frame's size."""
+    from groundrt.runtime.grounder import Grounder
+
+    with pytest.raises(ConfigError, match="not a crop"):  # before any file is written
+        build_package(tiny_run, tiny_data, tmp_path / "bad", input_shape=(64, 80),
+                      progress=False)
+    assert not (tmp_path / "bad").exists()
+    package = tmp_path / "pkg43"
+    manifest = build_package(tiny_run, tiny_data, package, calibration_count=3,
+                             input_shape=(48, 64), progress=False)
+    assert (manifest["input"]["size"], manifest["input"]["height"],
+            manifest["input"]["width"]) == (64, 48, 64)
+    assert manifest["io"]["image"]["inputs"][0]["shape"] == ["batch", 3, 48, 64]
+    grounder = Grounder(package, backend="onnxruntime")
+    assert grounder.input_shape == (48, 64)
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    result = grounder.ground(frame, phrases=["the sky", "two red circles"])
+    assert [p.mask.shape for p in result.phrases] == [(120, 160)] * 2
 
 
 def test_package_manifest_verifies_every_file(tiny_run, tiny_data, tmp_path):

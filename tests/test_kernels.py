@@ -220,7 +220,7 @@ def test_threshold_on_the_logit(lib) -> None:
 def test_letterbox_geometry(lib) -> None:
     """Same geometry as Letterbox.to_original (cv2, 1/32-pixel weights) away from the edge."""
     stride, cells = 16, 13
-    box = Letterbox(cells * stride, 117, 301)
+    box = Letterbox((cells * stride, cells * stride), 117, 301)
     crop_h, crop_w = box.crop_region(stride)
     rng = np.random.default_rng(4)
     pixel, mask_embed, selected = embeddings(rng, 6, 10, 16, cells, cells)
@@ -231,26 +231,31 @@ def test_letterbox_geometry(lib) -> None:
     np.testing.assert_array_equal(masks.astype(bool)[decided], (remapped > 0)[decided])
 
 
-# (H, W, S): the camera case (ratio 10/3), 1080p, odd sizes, an integer ratio, no resize at all,
-# extreme aspect ratios
-LETTERBOX_CASES = [(480, 640, 192), (1080, 1920, 192), (481, 643, 192), (300, 301, 256),
-                   (480, 640, 160), (192, 100, 192), (1000, 37, 64), (7, 5000, 64)]
+# (H, W, (h, w)): the camera case (ratio 10/3), 1080p, odd sizes, an integer ratio, no resize at
+# all, extreme aspect ratios; inputs cropped from the square (4:3 and 16:9 packages), a portrait
+# frame in a 4:3 input
+LETTERBOX_CASES = [(480, 640, (192, 192)), (1080, 1920, (192, 192)), (481, 643, (192, 192)),
+                   (300, 301, (256, 256)), (480, 640, (160, 160)), (192, 100, (192, 192)),
+                   (1000, 37, (64, 64)), (7, 5000, (64, 64)), (480, 640, (144, 192)),
+                   (1080, 1920, (112, 192)), (640, 480, (144, 192))]
 
 
-@pytest.mark.parametrize("case", LETTERBOX_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("case", LETTERBOX_CASES,
+                         ids=lambda c: f"{c[0]}x{c[1]}-{c[2][0]}x{c[2][1]}")
 def test_native_letterbox_matches_opencv(lib, case: tuple) -> None:
     """The one-pass kernel against cv2.resize(INTER_AREA) + the normalization table: at most one
     uint8 step apart (a rounding tie summed in another order), and rarely; padding exact."""
-    height, width, size = case
+    height, width, shape = case
     rng = np.random.default_rng(height * width)
     # noise, plus smooth gradients where ties are likelier than in noise
     noise = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     ramp = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)
     for image in (noise, np.repeat(ramp[..., None], 3, axis=2)):
-        box = Letterbox(size, height, width)
+        box = Letterbox(shape, height, width)
         expected = letterbox_input(image, box, native=False)
-        out = np.full((3, size, size), np.nan, np.float32)  # poisoned: every value is written
-        got = cpu.letterbox(image, size, *box.inner, PAD_VALUE, NORMALIZED_RGB, out=out)
+        assert expected.shape == (3, *shape)
+        out = np.full((3, *shape), np.nan, np.float32)  # poisoned: every value is written
+        got = cpu.letterbox(image, shape, *box.inner, PAD_VALUE, NORMALIZED_RGB, out=out)
         assert got is out and np.isfinite(got).all()
         steps = np.abs(got - expected) * STD_RGB[:, None, None]  # in uint8 steps
         assert steps.max() <= 1.0 + 1e-4, steps.max()
@@ -265,23 +270,24 @@ def test_native_letterbox_takes_strided_rows(lib) -> None:
     """A crop of a larger frame (rows further apart than 3 W bytes) needs no copy."""
     frame = np.random.default_rng(1).integers(0, 256, (500, 700, 3), dtype=np.uint8)
     crop = frame[10:490, 30:670]
-    box = Letterbox(192, *crop.shape[:2])
+    box = Letterbox((144, 192), *crop.shape[:2])
     np.testing.assert_array_equal(
-        cpu.letterbox(crop, 192, *box.inner, PAD_VALUE, NORMALIZED_RGB),
-        cpu.letterbox(np.ascontiguousarray(crop), 192, *box.inner, PAD_VALUE, NORMALIZED_RGB))
+        cpu.letterbox(crop, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB),
+        cpu.letterbox(np.ascontiguousarray(crop), box.shape, *box.inner, PAD_VALUE,
+                      NORMALIZED_RGB))
 
 
 def test_native_letterbox_only_shrinks(lib) -> None:
     small = np.zeros((100, 120, 3), np.uint8)
-    box = Letterbox(192, 100, 120)
+    box = Letterbox((192, 192), 100, 120)
     assert not box.shrinks
     with pytest.raises(cpu.KernelError, match="only shrinks"):
-        cpu.letterbox(small, 192, *box.inner, PAD_VALUE, NORMALIZED_RGB)
+        cpu.letterbox(small, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB)
     # letterbox_input takes OpenCV's path for an enlargement
     np.testing.assert_array_equal(letterbox_input(small, box, native=True),
                                   letterbox_input(small, box, native=False))
     with pytest.raises(cpu.KernelError, match="uint8"):
-        cpu.letterbox(small.astype(np.float32), 64, 50, 60, PAD_VALUE, NORMALIZED_RGB)
+        cpu.letterbox(small.astype(np.float32), (64, 64), 50, 60, PAD_VALUE, NORMALIZED_RGB)
 
 
 def test_phrase_without_query_is_empty(lib) -> None:

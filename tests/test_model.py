@@ -19,7 +19,7 @@ from groundrt.model.grounding import (  # noqa: E402
     select_queries,
     soft_phrase_probs,
 )
-from groundrt.model.image_encoder import LOCALITY_GAIN  # noqa: E402
+from groundrt.model.image_encoder import LOCALITY_GAIN, coordinate_channels  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 
 TINY = PRESETS["tiny"]
@@ -36,6 +36,26 @@ def inputs(cfg: ModelConfig, b: int, p: int, t: int = 12, seed: int = 0):
     starts = torch.randint(1, t - 4, (b, p, 1), generator=g)
     spans = torch.cat([starts, starts + 2], dim=-1)
     return image, tokens, padding, spans
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_OPTIONS], ids=["plain", "options"])
+def test_a_top_left_crop_of_the_square_runs(cfg):
+    """A 4:3 crop (48 x 64 of the tiny 64 square) gives maps of the crop's shape; its position
+    tables are the square's, cropped."""
+    torch.manual_seed(0)
+    net = GroundingNet(cfg).eval()
+    image, tokens, padding, spans = inputs(cfg, 2, 3)
+    with torch.no_grad():
+        out = net(image[:, :, :48], tokens, padding, spans)
+    assert out.pixel_embed.shape == (2, cfg.embed_dim, 12, 16)
+    assert out.query_logits.shape == (2, cfg.num_queries, 12, 16)
+    assert torch.isfinite(out.mask_embed).all() and torch.isfinite(out.affinity).all()
+    square = coordinate_channels(torch.zeros(1, 1, 16, 16), 16)
+    np.testing.assert_array_equal(coordinate_channels(torch.zeros(1, 1, 12, 16), 16).numpy(),
+                                  square[..., :12, :].numpy())
+    for bad in ((40, 64), (80, 64), (64, 0)):  # not a multiple of 16, beyond the square, empty
+        with pytest.raises(ConfigError, match="not a crop"):
+            net.image_encoder(torch.zeros(1, 3, *bad))
 
 
 @pytest.mark.parametrize("cfg", [TINY, TINY_OPTIONS], ids=["plain", "options"])

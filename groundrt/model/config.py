@@ -48,6 +48,11 @@ class ModelConfig:
         if self.input_size % 32:
             raise ConfigError(f"input_size must be a multiple of 32, not {self.input_size}")
 
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(h, w) of the square the network is trained on."""
+        return (self.input_size, self.input_size)
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -1,6 +1,12 @@
 """Image path: a residual CNN backbone, an FPN pixel decoder and a small query decoder.
 
 image [B, 3, S, S] -> pixel_embed [B, D, S/stride, S/stride] and mask_embed [B, Q, D].
+
+The network is trained on S x S letterboxed squares (the image in the top-left corner). It also
+runs on a top-left crop [B, 3, H, W] of that square (H, W <= S, multiples of 16), the input of a
+package built for one camera aspect (144 x 192 for 4:3 frames): every position table (coordinate
+channels, the queries' memory positions) is the square's, cropped, so a pixel sees the values it
+has in the square; only the padding rows or columns the crop leaves out are gone.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundrt.model.config import ModelConfig
+from groundrt.model.config import ConfigError, ModelConfig
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: bool = True):
@@ -52,12 +58,12 @@ class Backbone(nn.Module):
         return features
 
 
-def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
-    """[B, 2, h, w] normalized x and y coordinates in [-1, 1], so embeddings know position."""
+def coordinate_channels(x: torch.Tensor, side: int) -> torch.Tensor:
+    """[B, 2, h, w] normalized x and y coordinates, so embeddings know position: those of the
+    top-left h x w cells of a side x side map spanning [-1, 1]."""
     b, _, h, w = x.shape
-    ys = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device)
-    xs = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.linspace(-1.0, 1.0, side, dtype=x.dtype, device=x.device)
+    grid_y, grid_x = torch.meshgrid(grid[:h], grid[:w], indexing="ij")
     return torch.stack([grid_x, grid_y]).unsqueeze(0).expand(b, -1, -1, -1)
 
 
@@ -77,6 +83,13 @@ def locality_channels(coords: torch.Tensor) -> torch.Tensor:
     return LOCALITY_GAIN * torch.cat([torch.ones_like(radius), coords, radius], dim=1)
 
 
+def check_input_shape(shape: tuple[int, int], size: int) -> None:
+    """An input (H, W) must be a crop of the S x S square whose sides are multiples of 16."""
+    if not all(0 < side <= size and side % 16 == 0 for side in shape):
+        raise ConfigError(f"input {shape[0]}x{shape[1]} is not a crop of the {size}x{size} input "
+                          "with sides that are multiples of 16")
+
+
 class PixelDecoder(nn.Module):
     """Top-down FPN to `pixel_stride`, then coordinates + convs -> pixel_embed [B, D, h, w]."""
 
@@ -84,6 +97,7 @@ class PixelDecoder(nn.Module):
         super().__init__()
         c = cfg.fpn_dim
         self.finest = 0 if cfg.pixel_stride == 4 else 1  # the stride-4 level is unused at 8
+        self.side = cfg.input_size // cfg.pixel_stride  # of pixel_embed on the square input
         self.memory_level = {8: 1, 16: 2}[cfg.memory_stride]
         used = cfg.widths[self.finest:]
         self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in used)
@@ -100,12 +114,17 @@ class PixelDecoder(nn.Module):
         x = self.lateral[-1](features[-1])
         memory = None
         for level in range(len(features) - 2, -1, -1):
-            x = F.interpolate(x, size=features[level].shape[-2:], mode="bilinear",
-                              align_corners=False)
+            # 2x, then cropped: a crop whose side is an odd multiple of 16 has a stride-32 map
+            # with one cell more than half its stride-16 map (144 / 32 -> 5 of 9 rows)
+            h, w = features[level].shape[-2:]
+            doubled = (2 * x.shape[-2], 2 * x.shape[-1])
+            x = F.interpolate(x, size=doubled, mode="bilinear", align_corners=False)
+            if doubled != (h, w):
+                x = x[..., :h, :w]
             x = self.smooth[level](x + self.lateral[level](features[level]))
             if level + self.finest == self.memory_level:
                 memory = self.to_memory(x)
-        coords = coordinate_channels(x)
+        coords = coordinate_channels(x, self.side)
         pixel_embed = self.head(torch.cat([x, coords], dim=1))
         if self.locality:
             pixel_embed = torch.cat([pixel_embed, locality_channels(coords)], dim=1)
@@ -118,6 +137,7 @@ class QueryDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c, side = cfg.query_dim, cfg.input_size // cfg.memory_stride
+        self.side = side
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, c) * 0.1)
         self.memory_pos = nn.Parameter(torch.randn(side * side, c) * 0.02)
         layer = nn.TransformerDecoderLayer(c, nhead=4, dim_feedforward=2 * c, dropout=0.0,
@@ -128,21 +148,25 @@ class QueryDecoder(nn.Module):
                                       nn.Linear(c, cfg.embed_dim))
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
-        b = memory.shape[0]
-        tokens = memory.flatten(2).transpose(1, 2) + self.memory_pos  # [B, h*w, C]
+        b, c, h, w = memory.shape
+        position = self.memory_pos.view(self.side, self.side, c)[:h, :w].reshape(h * w, c)
+        tokens = memory.flatten(2).transpose(1, 2) + position  # [B, h*w, C]
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)
         return self.mask_mlp(self.norm(self.layers(queries, tokens)))
 
 
 class ImageEncoder(nn.Module):
-    """image [B, 3, S, S] (normalized) -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
+    """image [B, 3, S, S] or a top-left crop [B, 3, H, W] of it (normalized)
+    -> (pixel_embed [B, D, H/stride, W/stride], mask_embed [B, Q, D])."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.size = cfg.input_size
         self.backbone = Backbone(cfg)
         self.pixel_decoder = PixelDecoder(cfg)
         self.query_decoder = QueryDecoder(cfg)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input_shape(tuple(image.shape[-2:]), self.size)
         pixel_embed, memory = self.pixel_decoder(self.backbone(image))
         return pixel_embed, self.query_decoder(memory)

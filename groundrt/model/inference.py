@@ -33,7 +33,7 @@ def predict_masks(model: GroundingNet, examples: list[Example],
         selected = select_queries(out.affinity, batch.plural, cfg.plural_threshold)
         logits = phrase_mask_logits(selected, out.query_logits).cpu()  # [B, P, h, w]
         for i, example in enumerate(chunk):
-            box = Letterbox(cfg.input_size, *example.original_size)
+            box = Letterbox(cfg.input_shape, *example.original_size)
             p = len(example.spans)
             maps = box.to_original(logits[i, :p].numpy(), cfg.pixel_stride)
             yield example, maps > 0

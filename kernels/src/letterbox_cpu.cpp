@@ -68,16 +68,17 @@ void blend_row(float* __restrict blended, const uint8_t* __restrict src, float w
 }  // namespace
 
 extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
-                                     int64_t row_stride, int32_t S, int32_t inner_h,
-                                     int32_t inner_w, uint8_t pad, const float* table,
-                                     float* out) {
-  if (!image || !table || !out || H < 1 || W < 1 || S < 1 || inner_h < 1 || inner_w < 1 ||
-      inner_h > S || inner_w > S || inner_h > H || inner_w > W || row_stride < (int64_t)W * 3) {
+                                     int64_t row_stride, int32_t out_h, int32_t out_w,
+                                     int32_t inner_h, int32_t inner_w, uint8_t pad,
+                                     const float* table, float* out) {
+  if (!image || !table || !out || H < 1 || W < 1 || inner_h < 1 || inner_w < 1 ||
+      inner_h > out_h || inner_w > out_w || inner_h > H || inner_w > W ||
+      row_stride < (int64_t)W * 3) {
     return GRT_ERROR_ARGUMENT;
   }
   try {
     const AreaTaps rows = area_taps(H, inner_h), cols = area_taps(W, inner_w);
-    const size_t plane = (size_t)S * S;
+    const size_t plane = (size_t)out_h * out_w;
     const int32_t row_values = W * kChannels;
     std::vector<float> blended_row(row_values);
     float* __restrict blended = blended_row.data();
@@ -92,7 +93,7 @@ extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
       // then columns, rounded to uint8 as cv2.resize rounds (to nearest, ties to even), and
       // normalized by the table; BGR channel c is RGB channel 2 - c
       float* dst[kChannels];
-      for (int c = 0; c < kChannels; ++c) dst[c] = out + (2 - c) * plane + (size_t)y * S;
+      for (int c = 0; c < kChannels; ++c) dst[c] = out + (2 - c) * plane + (size_t)y * out_w;
       for (int32_t x = 0; x < inner_w; ++x) {
         const float* px = blended + cols.first[x] * kChannels;
         const float* w = cols.weight.data() + (size_t)x * cols.width;
@@ -106,11 +107,11 @@ extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
         }
       }
       for (int c = 0; c < kChannels; ++c) {
-        std::fill(dst[c] + inner_w, dst[c] + S, table[(2 - c) * 256 + pad]);
+        std::fill(dst[c] + inner_w, dst[c] + out_w, table[(2 - c) * 256 + pad]);
       }
     }
     for (int c = 0; c < kChannels; ++c) {
-      std::fill(out + c * plane + (size_t)inner_h * S, out + (c + 1) * plane,
+      std::fill(out + c * plane + (size_t)inner_h * out_w, out + (c + 1) * plane,
                 table[c * 256 + pad]);
     }
   } catch (const std::bad_alloc&) {

@@ -122,7 +122,7 @@ static void test_shared_math() {
 }
 
 static void test_letterbox() {
-  // a 2 x 3 BGR image -> S = 3, inner 1 x 2: ratio 2 over rows, 1.5 over columns, so output x = 0
+  // a 2 x 3 BGR image -> a 2 x 3 input (not square), inner 1 x 2: ratio 2 over rows, 1.5 over columns, so output x = 0
   // averages columns 0 and half of 1, x = 1 half of 1 and 2 (weights 2/3, 1/3 and 1/3, 2/3)
   const uint8_t image[2 * 3 * 3] = {
       0, 10, 100, 30, 40, 130, 60, 70, 160,   // row 0: B, G, R of three pixels
@@ -131,8 +131,8 @@ static void test_letterbox() {
   for (int c = 0; c < 3; ++c) {
     for (int v = 0; v < 256; ++v) table[c * 256 + v] = 1000.0f * c + v;  // RGB channel c
   }
-  float out[3 * 3 * 3];
-  CHECK(grt_letterbox(image, 2, 3, 9, 3, 1, 2, 7, table, out) == GRT_OK);
+  float out[3 * 2 * 3];
+  CHECK(grt_letterbox(image, 2, 3, 9, 2, 3, 1, 2, 7, table, out) == GRT_OK);
   // BGR channel b of output x: rounded average over the two rows and the column taps
   auto expect = [&](int b, int x) {
     const double rows[3] = {(image[b] + image[9 + b]) / 2.0, (image[3 + b] + image[12 + b]) / 2.0,
@@ -141,14 +141,16 @@ static void test_letterbox() {
     return 1000.0 * (2 - b) + std::nearbyint(v);
   };
   for (int b = 0; b < 3; ++b) {
-    const float* plane = out + (2 - b) * 9;  // RGB plane of BGR channel b
+    const float* plane = out + (2 - b) * 6;  // RGB plane of BGR channel b
     CHECK(plane[0] == expect(b, 0) && plane[1] == expect(b, 1));
     CHECK(plane[2] == 1000.0f * (2 - b) + 7);  // padding column
-    for (int i = 3; i < 9; ++i) CHECK(plane[i] == 1000.0f * (2 - b) + 7);  // padding rows
+    for (int i = 3; i < 6; ++i) CHECK(plane[i] == 1000.0f * (2 - b) + 7);  // padding row
   }
   // enlarging and a row stride shorter than a row are refused
-  CHECK(grt_letterbox(image, 2, 3, 9, 3, 3, 3, 7, table, out) == GRT_ERROR_ARGUMENT);
-  CHECK(grt_letterbox(image, 2, 3, 8, 3, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 9, 3, 3, 3, 3, 7, table, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 8, 2, 3, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
+  // an inner size beyond the input is refused
+  CHECK(grt_letterbox(image, 2, 3, 9, 1, 1, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
 }
 
 int main() {

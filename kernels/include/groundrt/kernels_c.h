@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GRT_ABI_VERSION 3
+#define GRT_ABI_VERSION 4
 
 enum grt_status {
   GRT_OK = 0,
@@ -72,14 +72,15 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
                              uint8_t* masks, grt_phrase_stats* stats);
 
 /* image [H, W, 3] uint8 BGR, rows `row_stride` bytes apart (>= 3 W)
- *   -> out [3, S, S] float32, RGB planes: the image shrunk by area averaging to inner_h x inner_w
+ *   -> out [3, out_h, out_w] float32, RGB planes: the image shrunk by area averaging to inner_h x inner_w
  *      (what cv2.resize with INTER_AREA computes, rounded to uint8 the same way; a value on a
  *      rounding tie may differ by 1) in the top-left corner, `pad` everywhere else, and every
  *      uint8 value v of RGB channel c replaced by table[c * 256 + v] (the normalization).
- * Shrinking only: inner_h <= H, inner_w <= W (and <= S); anything else is GRT_ERROR_ARGUMENT. */
+ * Shrinking only: inner_h <= H, inner_w <= W (and <= out_h, out_w); anything else is
+ * GRT_ERROR_ARGUMENT. */
 GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W, int64_t row_stride,
-                          int32_t S, int32_t inner_h, int32_t inner_w, uint8_t pad,
-                          const float* table, float* out);
+                          int32_t out_h, int32_t out_w, int32_t inner_h, int32_t inner_w,
+                          uint8_t pad, const float* table, float* out);
 
 #ifdef __cplusplus
 }
