@@ -25,6 +25,17 @@ def test_bad_usage_exits_2(capsys):
     assert exit_info.value.code == 2
 
 
+def test_input_shape_is_height_x_width(capsys):
+    args = build_parser().parse_args(["export", "package", "--model", "r", "--data", "d",
+                                      "--out", "o", "--input-shape", "144x192"])
+    assert args.input_shape == (144, 192)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "package", "--model", "r", "--data", "d", "--out", "o",
+              "--input-shape", "4:3"])
+    assert exit_info.value.code == 2
+    assert "expected HEIGHTxWIDTH such as 144x192, not '4:3'" in capsys.readouterr().err
+
+
 def test_runtime_error_is_one_line_exit_1(tmp_path, capsys):
     code = main(["eval", "--pred", str(tmp_path / "p.json"), "--data", str(tmp_path / "none"),
                  "--split", "val"])
