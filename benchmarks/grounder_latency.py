@@ -50,11 +50,11 @@ def main() -> None:
     grounders = {
         "package, native kernels": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=True),
-        "package, numpy post-processing": groundrt.Grounder(
-            args.model, threads=args.threads, native_kernels=False),
         **({"4:3 package, native kernels": groundrt.Grounder(
             args.camera_model, threads=args.threads, native_kernels=True)}
            if args.camera_model else {}),
+        "package, numpy post-processing": groundrt.Grounder(
+            args.model, threads=args.threads, native_kernels=False),
         "teacher, PyTorch eager": groundrt.Grounder(
             args.teacher, backend="torch", threads=args.threads),
     }
