@@ -52,7 +52,7 @@ class FoldedQueryDecoder(nn.Module):
         self.heads = first.self_attn.num_heads
         c = first.self_attn.embed_dim
         self.head_dim = c // self.heads
-        side = math.isqrt(decoder.memory_pos.shape[0])
+        side = decoder.side
         projections = [_split_in_proj(layer.multihead_attn) for layer in self.layers]
         with torch.no_grad():
             queries = decoder.queries.detach()[None]

@@ -6,7 +6,7 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-from groundrt.package import read_manifest
+from groundrt.package import input_shape, read_manifest
 
 
 def _version(distribution: str) -> str | None:
@@ -70,9 +70,8 @@ def environment() -> dict:
 
 def format_info(package: dict, env: dict) -> str:
     lines = [f"package: {package.get('name')} ({package.get('folder')}, hashes verified)"]
-    entry = package.get("input", {})
-    size = entry.get("size")
-    height, width = entry.get("height", size), entry.get("width", size)
+    size = package.get("input", {}).get("size")
+    height, width = input_shape(package) if size is not None else (size, size)
     crop = "" if (height, width) == (size, size) else f" (a crop of the trained {size}x{size})"
     lines.append(f"  input: {height}x{width}{crop}, default precision "
                  f"{package.get('precision')}")
