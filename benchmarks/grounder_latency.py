@@ -5,7 +5,8 @@
 
 A 640x480 sample image (a committed sample scene, resized), a caption with 8 noun phrases,
 the caption's text cached (it is encoded once before timing). Rows: the shipped package
-(default precision, native kernels), the same with numpy post-processing, and the teacher run in
+(default precision, native kernels on the Grounder's default 2 threads), the same with the
+kernels on 1 thread, the same with numpy post-processing, and the teacher run in
 PyTorch eager through the same Grounder code (`backend="torch"`); with --camera-model, also a
 package of the same run built for 4:3 frames (`groundrt export package --input-shape 144x192`).
 p50 / p90 / p99 per stage.
@@ -50,6 +51,8 @@ def main() -> None:
     grounders = {
         "package, native kernels": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=True),
+        "package, native kernels on 1 thread": groundrt.Grounder(
+            args.model, threads=args.threads, native_kernels=True, kernel_threads=1),
         **({"4:3 package, native kernels": groundrt.Grounder(
             args.camera_model, threads=args.threads, native_kernels=True)}
            if args.camera_model else {}),

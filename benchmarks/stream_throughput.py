@@ -1,6 +1,7 @@
 """Stream throughput: the pipelined `groundrt run` vs the same frames one by one, side by side.
 
-    python benchmarks/stream_throughput.py [--seconds 20] [--threads 1] [--repeats 3] [--model PKG]
+    python benchmarks/stream_throughput.py [--seconds 20] [--threads 1] [--kernel-threads 1]
+        [--repeats 3] [--model PKG]
 
 A 640x480 sample video (groundrt.synth.video, 10 FPS) through the shipped INT8 model with the
 README's outputs (an annotated .mp4 and a JSONL file), lossless. Both modes run the same stage
@@ -40,11 +41,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="video length (10 FPS)")
     parser.add_argument("--threads", type=int, default=1,
                         help="ONNX Runtime threads (groundrt run's default: 1)")
+    parser.add_argument("--kernel-threads", type=int, default=1,
+                        help="CPU letterbox and mask decoding threads (groundrt run's default: 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", help="package (default: the shipped one; a 4:3 package "
                         "built with --input-shape 144x192 fits this video)")
     args = parser.parse_args()
-    grounder = Grounder(args.model, threads=args.threads)
+    grounder = Grounder(args.model, threads=args.threads, kernel_threads=args.kernel_threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         video = write_video(out / "sample.mp4", args.seconds, 10.0, (640, 480))
@@ -58,7 +61,8 @@ def main() -> None:
     print(f"640x480 video, {frames} frames, package input "
           f"{'x'.join(map(str, grounder.input_shape))}, caption with "
           f"{len(grounder.encode_text(SAMPLE_CAPTION).texts)} phrases, outputs .mp4 + JSONL, "
-          f"ONNX Runtime {args.threads} threads; median of {args.repeats} alternating runs")
+          f"ONNX Runtime {args.threads} threads, {args.kernel_threads} kernel threads; median of "
+          f"{args.repeats} alternating runs")
     print("| mode | FPS | latency p50 ms | latency p99 ms |\n|---|---|---|---|")
     fps = {}
     for mode, runs in reports.items():

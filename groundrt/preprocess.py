@@ -101,13 +101,16 @@ def normalize(image_bgr: np.ndarray) -> np.ndarray:
     return out
 
 
-def letterbox_input(image_bgr: np.ndarray, box: Letterbox, native: bool = False) -> np.ndarray:
+def letterbox_input(image_bgr: np.ndarray, box: Letterbox, native: bool = False,
+                    threads: int = 1) -> np.ndarray:
     """[H, W, 3] uint8 BGR -> the model's input [3, h, w] float32: `normalize(box.apply(image))`.
 
     native=True computes it in one pass with the CPU kernel library (kernels/cpu.py: a few times
     faster than cv2's area resize at ratios like 640 -> 192; a value on a rounding tie may come
-    out 1 apart) when the image shrinks; enlarging always takes OpenCV's path.
+    out 1 apart) on up to `threads` threads when the image shrinks; enlarging always takes
+    OpenCV's path.
     """
     if native and box.shrinks:
-        return cpu_kernels.letterbox(image_bgr, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB)
+        return cpu_kernels.letterbox(image_bgr, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB,
+                                     threads=threads)
     return normalize(box.apply(image_bgr))

@@ -24,7 +24,7 @@ from groundrt.errors import GroundrtError
 LIB_ENV = "GROUNDRT_KERNELS_LIB"
 LIB_DIR = Path(__file__).resolve().parent / "lib"
 LIB_NAME = "libgroundrt_kernels.so"
-ABI_VERSION = 4
+ABI_VERSION = 5
 BUILD_COMMAND = "cmake -S . -B build/cmake && cmake --build build/cmake"
 
 STATS_DTYPE = np.dtype([("area", "<i8"), ("box", "<i4", (4,)), ("centroid", "<f8", (2,)),
@@ -67,7 +67,7 @@ def _load(path: str) -> ctypes.CDLL:
                                      f32, i32, i32, ptr, ptr]
     lib.grt_decode_masks.restype = ctypes.c_int
     lib.grt_letterbox.argtypes = [ptr, i32, i32, ctypes.c_int64, i32, i32, i32, i32,
-                                  ctypes.c_uint8, ptr, ptr]
+                                  ctypes.c_uint8, ptr, i32, ptr]
     lib.grt_letterbox.restype = ctypes.c_int
     return lib
 
@@ -195,11 +195,13 @@ def decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.n
 
 
 def letterbox(image_bgr: np.ndarray, shape: tuple[int, int], inner_h: int, inner_w: int,
-              pad: int, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+              pad: int, table: np.ndarray, out: np.ndarray | None = None,
+              threads: int = 1) -> np.ndarray:
     """[H, W, 3] uint8 BGR -> [3, h, w] float32 RGB, (h, w) = shape: the image shrunk by area
     averaging (cv2.INTER_AREA's averages; a value on a rounding tie may differ by 1) into the
     top-left inner_h x inner_w, `pad` elsewhere, each uint8 value v of RGB channel c replaced by
-    table[c, v]. Shrinking only (inner_h <= H, inner_w <= W): otherwise KernelError."""
+    table[c, v]. Shrinking only (inner_h <= H, inner_w <= W): otherwise KernelError. Up to
+    `threads` threads shrink bands of rows (the values do not depend on it)."""
     lib = library()
     if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise KernelError(f"letterbox takes a [H, W, 3] uint8 image, got {image_bgr.dtype} "
@@ -216,6 +218,7 @@ def letterbox(image_bgr: np.ndarray, shape: tuple[int, int], inner_h: int, inner
                           f"{inner_h}x{inner_w} inside {out_h}x{out_w}")
     result = _output("out", out, (3, out_h, out_w), np.float32)
     _check(lib.grt_letterbox(image.ctypes.data, height, width, image.strides[0], out_h, out_w,
-                             inner_h, inner_w, pad, lut.ctypes.data, result.ctypes.data),
+                             inner_h, inner_w, pad, lut.ctypes.data, max(1, int(threads)),
+                             result.ctypes.data),
            "grt_letterbox")
     return result

@@ -202,7 +202,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if save_video:
         sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads)
     grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
     captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
                              watch=args.caption_file,
@@ -239,7 +239,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     image = (cv2.resize(load_image(args.image), (width, height)) if args.image
              else sample_image(width, height))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads)
     caption = args.caption or DEFAULT_CAPTION
     phrases = len(grounder.encode_text(caption).texts)
     times = measure(grounder, image, caption, args.runs)
@@ -299,15 +299,18 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, threads: int,
-                         threads_help: str) -> None:
-    """--model, --backend, --precision, --threads: the Grounder a command builds."""
+def _add_model_arguments(parser: argparse.ArgumentParser, threads: int, threads_help: str,
+                         kernel_threads: int, kernel_threads_help: str) -> None:
+    """--model, --backend, --precision, --threads, --kernel-threads: the Grounder a command
+    builds."""
     parser.add_argument("--model", help="model package (default: the shipped one)")
     parser.add_argument("--backend", default="auto",
                         choices=["auto", "onnxruntime", "tensorrt", "torch"])
     parser.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
                         help="the image graph (default: the package's)")
     parser.add_argument("--threads", type=int, default=threads, help=threads_help)
+    parser.add_argument("--kernel-threads", type=int, default=kernel_threads,
+                        help=kernel_threads_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,7 +377,9 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     rn.add_argument("--stdin-captions", action="store_true",
                     help="each line on stdin replaces the caption")
     _add_model_arguments(rn, threads=1, threads_help="ONNX Runtime threads (default 1: the "
-                         "other stages use the other cores)")
+                         "other stages use the other cores)", kernel_threads=1,
+                         kernel_threads_help="threads of the CPU letterbox and mask decoding "
+                         "(default 1: the pipeline's stages already share the cores)")
     rn.add_argument("--save", help="annotated output: a video file (.mp4, .avi, ...) or a "
                     "folder of images")
     rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")
@@ -394,7 +399,9 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     bn = commands.add_parser(
         "bench", help="per-stage latency of the Grounder on one image",
         epilog="example: groundrt bench --model runtime/models/default --runs 100")
-    _add_model_arguments(bn, threads=2, threads_help="ONNX Runtime threads (default 2)")
+    _add_model_arguments(bn, threads=2, threads_help="ONNX Runtime threads (default 2)",
+                         kernel_threads=2, kernel_threads_help="threads of the CPU letterbox "
+                         "and mask decoding (default 2)")
     bn.add_argument("--runs", type=int, default=100)
     bn.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     bn.add_argument("--image", help="image file (default: a sample scene)")

@@ -74,15 +74,14 @@ class Grounder:
     precision: the image graph ("int8-cpu", "int8-trt", "fp32"; default: the package's).
     native_kernels: None = the C++ kernels (letterbox, affinity, decoding) when built, else
         OpenCV and numpy; True requires them.
-    threads: ONNX Runtime's intra-op threads. decode_threads: threads of the C++ mask decoding,
-        one phrase each (default 1: right after the image graph ONNX Runtime's threads still
-        spin on the cores, and a second decoding thread measured slower in `ground()`).
+    threads: ONNX Runtime's intra-op threads. kernel_threads: threads of the C++ letterbox (bands
+        of rows) and mask decoding (one phrase each); the results do not depend on it.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
-                 decode_threads: int = 1) -> None:
+                 kernel_threads: int = 2) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -97,8 +96,9 @@ class Grounder:
         self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
         # the TensorRT backend runs the CUDA kernels on its own stream
         self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
-                                         decode_threads)
+                                         kernel_threads)
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
+        self.kernel_threads = kernel_threads
         self.input_shape: tuple[int, int] = input_shape(self.manifest)
         self.grounding: dict = self.manifest["grounding"]
         self.max_phrases = max_phrases
@@ -191,7 +191,8 @@ class Grounder:
         """Load, letterbox and normalize one image."""
         loaded = load_image(image, rgb)
         box = Letterbox(self.input_shape, *loaded.shape[:2])
-        return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox))
+        return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox,
+                                                      self.kernel_threads))
 
     def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 3, h, w] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""

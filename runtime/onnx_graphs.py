@@ -33,6 +33,10 @@ class OnnxGraphs:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin while a run is on (fast hand-offs between its many
+        # small nodes) but would keep spinning after it, holding the cores the next stages
+        # (mask decoding, the next frame's letterbox) need: stop them when a run returns.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         providers = providers or ["CPUExecutionProvider"]
         self.image_session = ort.InferenceSession(
             str(self.folder / graphs["image"][precision]), options, providers=providers)

@@ -189,6 +189,18 @@ def test_native_kernels_and_numpy_give_the_same_masks(samples):
             assert abs(a.area - b.area) <= max(2, 0.002 * a.area)
 
 
+def test_kernel_threads_do_not_change_the_results(grounder, samples):
+    """The default Grounder runs the letterbox and decoding on 2 threads: one gives the same."""
+    single = groundrt.Grounder(kernel_threads=1)
+    assert grounder.kernel_threads == 2
+    for image_id in sorted(samples.panoptic.images)[:3]:
+        image = samples.read_image(image_id)
+        caption = "two red circles, the sky, the grass and a blue star"
+        a, b = grounder.ground(image, caption), single.ground(image, caption)
+        for p, q in zip(a.phrases, b.phrases, strict=True):
+            assert (p.mask == q.mask).all() and p.score == q.score and p.box == q.box
+
+
 def test_a_tampered_package_is_refused(tmp_path):
     package = tmp_path / "pkg"
     shutil.copytree(DEFAULT_MODEL, package)

@@ -277,6 +277,19 @@ def test_native_letterbox_takes_strided_rows(lib) -> None:
                       NORMALIZED_RGB))
 
 
+@pytest.mark.parametrize("threads", [2, 3, 500])
+def test_native_letterbox_threads_give_the_same_values(lib, threads: int) -> None:
+    """Bands of rows on several threads (more threads than rows included): the same floats,
+    every value written."""
+    image = np.random.default_rng(threads).integers(0, 256, (481, 643, 3), dtype=np.uint8)
+    box = Letterbox((144, 192), *image.shape[:2])
+    single = cpu.letterbox(image, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB)
+    out = np.full((3, 144, 192), np.nan, np.float32)
+    cpu.letterbox(image, box.shape, *box.inner, PAD_VALUE, NORMALIZED_RGB, out=out,
+                  threads=threads)
+    np.testing.assert_array_equal(out, single)
+
+
 def test_native_letterbox_only_shrinks(lib) -> None:
     small = np.zeros((100, 120, 3), np.uint8)
     box = Letterbox((192, 192), 100, 120)

@@ -16,11 +16,10 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "groundrt/cpu_clones.h"
+#include "groundrt/cpu_workers.h"
 #include "groundrt/grounding_math.h"
 #include "groundrt/kernels_c.h"
 
@@ -308,20 +307,12 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
     const size_t area = (size_t)rows * cols;
     std::atomic<int> next{0};
-    auto work = [&](RowBuffers& b) {  // decode_phrase allocates nothing: it cannot throw
+    groundrt::run_workers(workers, [&](int worker) {  // decode_phrase allocates nothing
       for (int p = next++; p < P; p = next++) {
-        decode_phrase(logits.data() + p * area, rows, cols, taps, b, H, W, threshold,
-                      packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
+        decode_phrase(logits.data() + p * area, rows, cols, taps, buffers[worker], H, W,
+                      threshold, packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
       }
-    };
-    std::vector<std::thread> pool;
-    try {
-      for (int i = 1; i < workers; ++i) pool.emplace_back(work, std::ref(buffers[i]));
-    } catch (const std::system_error&) {
-      // no more threads: the workers already started (and this one) take every phrase
-    }
-    work(buffers[0]);
-    for (std::thread& thread : pool) thread.join();
+    });
   } catch (const std::bad_alloc&) {
     return GRT_ERROR_MEMORY;
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "groundrt/cpu_clones.h"
+#include "groundrt/cpu_workers.h"
 #include "groundrt/kernels_c.h"
 
 namespace {
@@ -65,12 +66,50 @@ void blend_row(float* __restrict blended, const uint8_t* __restrict src, float w
   for (int32_t v = 0; v < n; ++v) blended[v] += w * (float)src[v];
 }
 
+// Output rows [y0, y1) of the letterbox (the shrunk image and its right-hand padding);
+// `blended` holds W x 3 floats.
+void letterbox_rows(const uint8_t* image, int64_t row_stride, int32_t W, const AreaTaps& rows,
+                    const AreaTaps& cols, int32_t y0, int32_t y1, int32_t out_h, int32_t out_w,
+                    uint8_t pad, const float* table, float* __restrict blended, float* out) {
+  const size_t plane = (size_t)out_h * out_w;
+  const int32_t row_values = W * kChannels;
+  const int32_t inner_w = (int32_t)cols.first.size();
+  for (int32_t y = y0; y < y1; ++y) {
+    // rows first: blended = sum over the row taps of weight * source row (all W x 3 values)
+    std::fill(blended, blended + row_values, 0.0f);
+    for (int32_t t = 0; t < rows.width; ++t) {
+      const float w = rows.weight[(size_t)y * rows.width + t];
+      if (w == 0.0f) continue;
+      blend_row(blended, image + (rows.first[y] + t) * row_stride, w, row_values);
+    }
+    // then columns, rounded to uint8 as cv2.resize rounds (to nearest, ties to even), and
+    // normalized by the table; BGR channel c is RGB channel 2 - c
+    float* dst[kChannels];
+    for (int c = 0; c < kChannels; ++c) dst[c] = out + (2 - c) * plane + (size_t)y * out_w;
+    for (int32_t x = 0; x < inner_w; ++x) {
+      const float* px = blended + cols.first[x] * kChannels;
+      const float* w = cols.weight.data() + (size_t)x * cols.width;
+      float sum[kChannels] = {0.0f, 0.0f, 0.0f};
+      for (int32_t t = 0; t < cols.width; ++t) {
+        for (int c = 0; c < kChannels; ++c) sum[c] += w[t] * px[t * kChannels + c];
+      }
+      for (int c = 0; c < kChannels; ++c) {
+        const long value = std::clamp(std::lrint(sum[c]), 0L, 255L);
+        dst[c][x] = table[(2 - c) * 256 + value];
+      }
+    }
+    for (int c = 0; c < kChannels; ++c) {
+      std::fill(dst[c] + inner_w, dst[c] + out_w, table[(2 - c) * 256 + pad]);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
                                      int64_t row_stride, int32_t out_h, int32_t out_w,
                                      int32_t inner_h, int32_t inner_w, uint8_t pad,
-                                     const float* table, float* out) {
+                                     const float* table, int32_t threads, float* out) {
   if (!image || !table || !out || H < 1 || W < 1 || inner_h < 1 || inner_w < 1 ||
       inner_h > out_h || inner_w > out_w || inner_h > H || inner_w > W ||
       row_stride < (int64_t)W * 3) {
@@ -78,38 +117,15 @@ extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
   }
   try {
     const AreaTaps rows = area_taps(H, inner_h), cols = area_taps(W, inner_w);
+    // output rows are independent: each worker takes a contiguous band
+    const int workers = std::max(1, std::min<int>(threads, inner_h));
+    std::vector<std::vector<float>> blended(workers, std::vector<float>((size_t)W * kChannels));
+    groundrt::run_workers(workers, [&](int worker) {
+      letterbox_rows(image, row_stride, W, rows, cols, (int32_t)((int64_t)inner_h * worker / workers),
+                     (int32_t)((int64_t)inner_h * (worker + 1) / workers), out_h, out_w, pad,
+                     table, blended[worker].data(), out);
+    });
     const size_t plane = (size_t)out_h * out_w;
-    const int32_t row_values = W * kChannels;
-    std::vector<float> blended_row(row_values);
-    float* __restrict blended = blended_row.data();
-    for (int32_t y = 0; y < inner_h; ++y) {
-      // rows first: blended = sum over the row taps of weight * source row (all W x 3 values)
-      std::fill(blended, blended + row_values, 0.0f);
-      for (int32_t t = 0; t < rows.width; ++t) {
-        const float w = rows.weight[(size_t)y * rows.width + t];
-        if (w == 0.0f) continue;
-        blend_row(blended, image + (rows.first[y] + t) * row_stride, w, row_values);
-      }
-      // then columns, rounded to uint8 as cv2.resize rounds (to nearest, ties to even), and
-      // normalized by the table; BGR channel c is RGB channel 2 - c
-      float* dst[kChannels];
-      for (int c = 0; c < kChannels; ++c) dst[c] = out + (2 - c) * plane + (size_t)y * out_w;
-      for (int32_t x = 0; x < inner_w; ++x) {
-        const float* px = blended + cols.first[x] * kChannels;
-        const float* w = cols.weight.data() + (size_t)x * cols.width;
-        float sum[kChannels] = {0.0f, 0.0f, 0.0f};
-        for (int32_t t = 0; t < cols.width; ++t) {
-          for (int c = 0; c < kChannels; ++c) sum[c] += w[t] * px[t * kChannels + c];
-        }
-        for (int c = 0; c < kChannels; ++c) {
-          const long value = std::clamp(std::lrint(sum[c]), 0L, 255L);
-          dst[c][x] = table[(2 - c) * 256 + value];
-        }
-      }
-      for (int c = 0; c < kChannels; ++c) {
-        std::fill(dst[c] + inner_w, dst[c] + out_w, table[(2 - c) * 256 + pad]);
-      }
-    }
     for (int c = 0; c < kChannels; ++c) {
       std::fill(out + c * plane + (size_t)inner_h * out_w, out + (c + 1) * plane,
                 table[c * 256 + pad]);

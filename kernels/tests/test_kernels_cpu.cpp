@@ -132,7 +132,7 @@ static void test_letterbox() {
     for (int v = 0; v < 256; ++v) table[c * 256 + v] = 1000.0f * c + v;  // RGB channel c
   }
   float out[3 * 2 * 3];
-  CHECK(grt_letterbox(image, 2, 3, 9, 2, 3, 1, 2, 7, table, out) == GRT_OK);
+  CHECK(grt_letterbox(image, 2, 3, 9, 2, 3, 1, 2, 7, table, 2, out) == GRT_OK);
   // BGR channel b of output x: rounded average over the two rows and the column taps
   auto expect = [&](int b, int x) {
     const double rows[3] = {(image[b] + image[9 + b]) / 2.0, (image[3 + b] + image[12 + b]) / 2.0,
@@ -147,10 +147,10 @@ static void test_letterbox() {
     for (int i = 3; i < 6; ++i) CHECK(plane[i] == 1000.0f * (2 - b) + 7);  // padding row
   }
   // enlarging and a row stride shorter than a row are refused
-  CHECK(grt_letterbox(image, 2, 3, 9, 3, 3, 3, 3, 7, table, out) == GRT_ERROR_ARGUMENT);
-  CHECK(grt_letterbox(image, 2, 3, 8, 2, 3, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 9, 3, 3, 3, 3, 7, table, 1, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 8, 2, 3, 1, 2, 7, table, 1, out) == GRT_ERROR_ARGUMENT);
   // an inner size beyond the input is refused
-  CHECK(grt_letterbox(image, 2, 3, 9, 1, 1, 1, 2, 7, table, out) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_letterbox(image, 2, 3, 9, 1, 1, 1, 2, 7, table, 1, out) == GRT_ERROR_ARGUMENT);
 }
 
 int main() {

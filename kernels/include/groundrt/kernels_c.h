@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GRT_ABI_VERSION 4
+#define GRT_ABI_VERSION 5
 
 enum grt_status {
   GRT_OK = 0,
@@ -77,10 +77,11 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
  *      rounding tie may differ by 1) in the top-left corner, `pad` everywhere else, and every
  *      uint8 value v of RGB channel c replaced by table[c * 256 + v] (the normalization).
  * Shrinking only: inner_h <= H, inner_w <= W (and <= out_h, out_w); anything else is
- * GRT_ERROR_ARGUMENT. */
+ * GRT_ERROR_ARGUMENT. Up to `threads` threads shrink bands of rows (1: the calling thread
+ * only); the values do not depend on it. */
 GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W, int64_t row_stride,
                           int32_t out_h, int32_t out_w, int32_t inner_h, int32_t inner_w,
-                          uint8_t pad, const float* table, float* out);
+                          uint8_t pad, const float* table, int32_t threads, float* out);
 
 #ifdef __cplusplus
 }
