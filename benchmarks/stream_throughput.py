@@ -86,6 +86,16 @@ def main() -> None:
     core_bound = cores * 1e3 / sum(stages.values())
     print(f"{cores} cores / total stage time ({sum(stages.values()):.2f} ms) = "
           f"{core_bound:.1f} FPS, pipelined reaches {fps['pipelined'] / core_bound:.0%} of it")
+    # in the pipeline the stages run side by side on shared cores and each takes longer: the
+    # busy time of each thread there, and how much of the wall time the slowest one is busy
+    in_place = {name: statistics.median(r.stage_ms[name] for r in reports["pipelined"])
+                for name in stages}
+    busy = {" + ".join(names): sum(in_place[n] for n in names) for names in PIPELINE_THREADS}
+    busiest = max(busy, key=busy.get)
+    print("pipelined busy time per thread, ms per frame: " + ", ".join(
+        f"{name} {ms:.2f}" for name, ms in busy.items())
+          + f"; the busiest ({busiest}) is busy {fps['pipelined'] * busy[busiest] / 1e3:.0%} "
+          "of the wall time")
 
 
 if __name__ == "__main__":
