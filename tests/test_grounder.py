@@ -25,9 +25,9 @@ from groundrt.runtime.images import ImageError
 from groundrt.runtime.results import PALETTE, encode_rle
 
 SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "png"
-# AR of the shipped INT8 package on the 16 committed samples: 0.7546 when it was exported
+# AR of the shipped INT8 package on the 16 committed samples: 0.7637 when it was exported
 # (see the README); the floor leaves room for rounding differences between machines only.
-SAMPLE_AR_FLOOR = 0.74
+SAMPLE_AR_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
