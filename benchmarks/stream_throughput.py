@@ -35,6 +35,17 @@ def run_once(grounder: Grounder, video: Path, out: Path, pipelined: bool) -> Str
     return stream.run(pipelined=pipelined)
 
 
+def median_stage_ms(reports: list[StreamReport]) -> dict[str, float]:
+    """Each stage's busy time per frame, the median over the runs."""
+    return {name: statistics.median(r.stage_ms[name] for r in reports)
+            for name in reports[0].stage_ms}
+
+
+def per_thread(stage_ms: dict[str, float]) -> dict[str, float]:
+    """The busy time per frame of each pipeline thread after capture (its stages summed)."""
+    return {" + ".join(names): sum(stage_ms[n] for n in names) for names in PIPELINE_THREADS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,10 +81,8 @@ def main() -> None:
         print(f"| {mode} | {fps[mode]:.1f} | "
               f"{statistics.median(r.latency(0.5) for r in runs):.1f} | "
               f"{statistics.median(r.latency(0.99) for r in runs):.1f} |")
-    stages = {name: statistics.median(r.stage_ms[name] for r in reports["plain loop"])
-              for name in reports["plain loop"][0].stage_ms}
-    threads = {"capture": stages["capture"]} | {
-        " + ".join(names): sum(stages[n] for n in names) for names in PIPELINE_THREADS}
+    stages = median_stage_ms(reports["plain loop"])
+    threads = {"capture": stages["capture"]} | per_thread(stages)
     slowest = max(threads, key=threads.get)
     bound = 1e3 / threads[slowest]
     print("plain-loop stage times, ms per frame: " + ", ".join(
@@ -88,9 +97,7 @@ def main() -> None:
           f"{core_bound:.1f} FPS, pipelined reaches {fps['pipelined'] / core_bound:.0%} of it")
     # in the pipeline the stages run side by side on shared cores and each takes longer: the
     # busy time of each thread there, and how much of the wall time the slowest one is busy
-    in_place = {name: statistics.median(r.stage_ms[name] for r in reports["pipelined"])
-                for name in stages}
-    busy = {" + ".join(names): sum(in_place[n] for n in names) for names in PIPELINE_THREADS}
+    busy = per_thread(median_stage_ms(reports["pipelined"]))
     busiest = max(busy, key=busy.get)
     print("pipelined busy time per thread, ms per frame: " + ", ".join(
         f"{name} {ms:.2f}" for name, ms in busy.items())

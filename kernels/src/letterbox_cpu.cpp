@@ -121,9 +121,10 @@ extern "C" GRT_API int grt_letterbox(const uint8_t* image, int32_t H, int32_t W,
     const int workers = std::max(1, std::min<int>(threads, inner_h));
     std::vector<std::vector<float>> blended(workers, std::vector<float>((size_t)W * kChannels));
     groundrt::run_workers(workers, [&](int worker) {
-      letterbox_rows(image, row_stride, W, rows, cols, (int32_t)((int64_t)inner_h * worker / workers),
-                     (int32_t)((int64_t)inner_h * (worker + 1) / workers), out_h, out_w, pad,
-                     table, blended[worker].data(), out);
+      const int32_t y0 = (int32_t)((int64_t)inner_h * worker / workers);
+      const int32_t y1 = (int32_t)((int64_t)inner_h * (worker + 1) / workers);
+      letterbox_rows(image, row_stride, W, rows, cols, y0, y1, out_h, out_w, pad, table,
+                     blended[worker].data(), out);
     });
     const size_t plane = (size_t)out_h * out_w;
     for (int c = 0; c < kChannels; ++c) {

@@ -72,10 +72,11 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
                              uint8_t* masks, grt_phrase_stats* stats);
 
 /* image [H, W, 3] uint8 BGR, rows `row_stride` bytes apart (>= 3 W)
- *   -> out [3, out_h, out_w] float32, RGB planes: the image shrunk by area averaging to inner_h x inner_w
- *      (what cv2.resize with INTER_AREA computes, rounded to uint8 the same way; a value on a
- *      rounding tie may differ by 1) in the top-left corner, `pad` everywhere else, and every
- *      uint8 value v of RGB channel c replaced by table[c * 256 + v] (the normalization).
+ *   -> out [3, out_h, out_w] float32, RGB planes: the image shrunk by area averaging to
+ *      inner_h x inner_w (what cv2.resize with INTER_AREA computes, rounded to uint8 the same
+ *      way; a value on a rounding tie may differ by 1) in the top-left corner, `pad` everywhere
+ *      else, and every uint8 value v of RGB channel c replaced by table[c * 256 + v] (the
+ *      normalization).
  * Shrinking only: inner_h <= H, inner_w <= W (and <= out_h, out_w); anything else is
  * GRT_ERROR_ARGUMENT. Up to `threads` threads shrink bands of rows (1: the calling thread
  * only); the values do not depend on it. */
