@@ -33,7 +33,8 @@ def random_batch(size: int, b: int, phrases: int = 6, segments: int = 8) -> Batc
         phrase_valid=torch.ones(b, phrases, dtype=torch.bool),
         segment_masks=[(torch.rand(segments, 128, 128, generator=g) > 0.8).float()
                        for _ in range(b)],
-        phrase_members=[torch.eye(phrases, segments, dtype=torch.bool) for _ in range(b)])
+        phrase_members=[torch.eye(phrases, segments, dtype=torch.bool) for _ in range(b)],
+        present=torch.ones(b, phrases, dtype=torch.bool))
 
 
 def main() -> None:

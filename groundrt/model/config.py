@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from groundrt.errors import GroundrtError
@@ -33,8 +33,13 @@ class ModelConfig:
     text_layers: int = 2
     text_heads: int = 4
     max_tokens: int = 128
+    # phrase decoder (network v2): each phrase is a query over the object tokens and the image
+    # memory with its own mask kernel and presence score; 0 = v1 (a phrase picks query masks)
+    phrase_layers: int = 0
+    phrase_heads: int = 4
     # grounding
     plural_threshold: float = 0.5  # selection probability above which a plural takes a query
+    presence_threshold: float = 0.5  # presence probability above which a phrase is found
 
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -45,8 +50,22 @@ class ModelConfig:
             raise ConfigError(f"memory_stride must be 8 or 16, not {self.memory_stride}")
         if self.locality_channels and self.embed_dim <= 4:
             raise ConfigError("locality_channels needs embed_dim > 4")
+        if self.phrase_layers < 0 or self.query_dim % self.phrase_heads:
+            raise ConfigError("phrase_layers must be >= 0 and query_dim a multiple of "
+                              "phrase_heads")
         if self.input_size % 32:
             raise ConfigError(f"input_size must be a multiple of 32, not {self.input_size}")
+
+    @property
+    def phrase_queries(self) -> bool:
+        """Network v2: phrases are queries of their own (else v1: they pick query masks)."""
+        return self.phrase_layers > 0
+
+    @property
+    def text_out_dim(self) -> int:
+        """Width of the text path's token features: D in v1 (pooled into phrase embeddings),
+        the decoder width in v2 (the phrase decoder reads every token)."""
+        return self.query_dim if self.phrase_queries else self.embed_dim
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -76,6 +95,8 @@ class ModelConfig:
             raise ConfigError(f"model config {path} is malformed: {exc}") from exc
 
 
+_V2 = {"phrase_layers": 3, "locality_channels": True}
+
 PRESETS = {
     "teacher": ModelConfig(),
     # 0.31 GFLOPs, 22% of the teacher's 1.40 (input 192 alone is 0.38: over the 25% budget)
@@ -86,3 +107,6 @@ PRESETS = {
                         vocab_size=128, text_dim=32, text_layers=1, text_heads=2,
                         max_tokens=64),
 }
+# network v2: the same image and text paths, phrases decoded as queries of their own
+PRESETS.update({f"{name}-v2": replace(cfg, **_V2) for name, cfg in list(PRESETS.items())})
+PRESETS["tiny-v2"] = replace(PRESETS["tiny-v2"], phrase_layers=2, phrase_heads=2)

@@ -11,6 +11,8 @@ has in the square; only the padding rows or columns the crop leaves out are gone
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,12 +149,19 @@ class QueryDecoder(nn.Module):
         self.mask_mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True),
                                       nn.Linear(c, cfg.embed_dim))
 
-    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+    def memory_tokens(self, memory: torch.Tensor) -> torch.Tensor:
+        """memory [B, C, h, w] -> tokens [B, h*w, C] with their (the square's) positions."""
         b, c, h, w = memory.shape
         position = self.memory_pos.view(self.side, self.side, c)[:h, :w].reshape(h * w, c)
-        tokens = memory.flatten(2).transpose(1, 2) + position  # [B, h*w, C]
-        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
-        return self.mask_mlp(self.norm(self.layers(queries, tokens)))
+        return memory.flatten(2).transpose(1, 2) + position
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """memory tokens [B, h*w, C] -> the queries' states [B, Q, C] (the object tokens)."""
+        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        return self.norm(self.layers(queries, tokens))
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.mask_mlp(self.decode(self.memory_tokens(memory)))
 
 
 class ImageEncoder(nn.Module):
@@ -166,7 +175,23 @@ class ImageEncoder(nn.Module):
         self.pixel_decoder = PixelDecoder(cfg)
         self.query_decoder = QueryDecoder(cfg)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, image: torch.Tensor) -> ImageFeatures:
+        """Everything the phrases need of an image (caption-independent)."""
         check_input_shape(tuple(image.shape[-2:]), self.size)
         pixel_embed, memory = self.pixel_decoder(self.backbone(image))
-        return pixel_embed, self.query_decoder(memory)
+        memory_tokens = self.query_decoder.memory_tokens(memory)
+        object_tokens = self.query_decoder.decode(memory_tokens)
+        return ImageFeatures(pixel_embed, self.query_decoder.mask_mlp(object_tokens),
+                             object_tokens, memory_tokens)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(image)
+        return features.pixel_embed, features.mask_embed
+
+
+@dataclass
+class ImageFeatures:
+    pixel_embed: torch.Tensor  # [B, D, h, w]
+    mask_embed: torch.Tensor  # [B, Q, D]: the object tokens' mask kernels
+    object_tokens: torch.Tensor  # [B, Q, C]: instance proposals (the query decoder's states)
+    memory_tokens: torch.Tensor  # [B, h'*w', C]: memory features plus their positions

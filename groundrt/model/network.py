@@ -1,4 +1,10 @@
-"""GroundingNet: the image path and the text path, joined by the grounding arithmetic."""
+"""GroundingNet: the image path and the text path, joined by the grounding arithmetic.
+
+v1 (`phrase_layers == 0`): a phrase is the mean of its tokens and picks among the object
+tokens' masks (`grounding.py`). v2: the phrase decoder makes every phrase a query of its own
+with a mask kernel and a presence score (`phrase_decoder.py`); the affinity with the object
+tokens remains, for a plural's instances.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,12 @@ from torch import nn
 from groundrt.model.config import ModelConfig
 from groundrt.model.grounding import mask_logits, mask_phrase_affinity
 from groundrt.model.image_encoder import ImageEncoder
+from groundrt.model.phrase_decoder import (
+    PhraseDecoder,
+    object_centroids,
+    phrase_padding_of,
+    phrase_tokens,
+)
 from groundrt.model.text_encoder import TextEncoder, pool_phrases
 
 
@@ -21,10 +33,19 @@ class GroundingOutput:
     phrase_embed: torch.Tensor  # [B, P, D]
     affinity: torch.Tensor  # [B, P, Q]
     query_logits: torch.Tensor  # [B, Q, h, w]
+    # v2 only (empty in v1): per phrase-decoder layer, the last one last
+    phrase_kernels: list[torch.Tensor]  # [B, P, D]
+    presence: list[torch.Tensor]  # [B, P] logits
 
     def float(self) -> GroundingOutput:
         """Every tensor as float32 (the outputs of a bfloat16 autocast forward, for the loss)."""
-        return GroundingOutput(**{f.name: getattr(self, f.name).float() for f in fields(self)})
+        def cast(value):
+            return [v.float() for v in value] if isinstance(value, list) else value.float()
+        return GroundingOutput(**{f.name: cast(getattr(self, f.name)) for f in fields(self)})
+
+    def phrase_logits(self, layer: int = -1) -> torch.Tensor:
+        """v2: the phrases' own mask logits [B, P, h, w] after a decoder layer."""
+        return mask_logits(self.phrase_kernels[layer], self.pixel_embed)
 
 
 class GroundingNet(nn.Module):
@@ -33,15 +54,30 @@ class GroundingNet(nn.Module):
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg)
         self.text_encoder = TextEncoder(cfg)
+        self.phrase_decoder = PhraseDecoder(cfg) if cfg.phrase_queries else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.affinity_bias = nn.Parameter(torch.tensor(-2.0))
 
     def forward(self, image: torch.Tensor, token_ids: torch.Tensor, token_padding: torch.Tensor,
                 spans: torch.Tensor) -> GroundingOutput:
         """image [B, 3, S, S], token_ids [B, T], token_padding [B, T] bool, spans [B, P, 2]."""
-        pixel_embed, mask_embed = self.image_encoder(image)
-        phrase_embed = pool_phrases(self.text_encoder(token_ids, token_padding), spans)
+        image_features = self.image_encoder.features(image)
+        pixel_embed, mask_embed = image_features.pixel_embed, image_features.mask_embed
+        query_logits = mask_logits(mask_embed, pixel_embed)
+        tokens = self.text_encoder(token_ids, token_padding)
+        kernels: list[torch.Tensor] = []
+        presence: list[torch.Tensor] = []
+        if self.phrase_decoder is None:
+            phrase_embed = pool_phrases(tokens, spans)
+        else:
+            own, own_valid = phrase_tokens(tokens, spans)
+            decoded = self.phrase_decoder(own, own_valid, phrase_padding_of(spans),
+                                          image_features.object_tokens,
+                                          object_centroids(query_logits),
+                                          image_features.memory_tokens)
+            phrase_embed, kernels, presence = (decoded.phrase_embed, decoded.kernels,
+                                               decoded.presence)
         affinity = mask_phrase_affinity(phrase_embed, mask_embed, self.logit_scale,
                                         self.affinity_bias)
-        return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity,
-                               mask_logits(mask_embed, pixel_embed))
+        return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity, query_logits,
+                               kernels, presence)

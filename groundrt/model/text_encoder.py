@@ -1,7 +1,8 @@
 """Text path: token embeddings and a small transformer; phrases pool their token spans.
 
 token ids [B, T] -> token_embed [B, T, D] (already projected to D, so that mean pooling over a
-span gives the phrase embedding directly: pooling and the projection commute).
+span gives the phrase embedding directly: pooling and the projection commute). In network v2
+the tokens are projected to the phrase decoder's width C instead (`ModelConfig.text_out_dim`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class TextEncoder(nn.Module):
                                            dropout=0.0, batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, cfg.text_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.text_dim)
-        self.proj = nn.Linear(cfg.text_dim, cfg.embed_dim)
+        self.proj = nn.Linear(cfg.text_dim, cfg.text_out_dim)
 
     def forward(self, token_ids: torch.Tensor,
                 padding: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""`groundrt data synth`: renders procedural scenes in parallel and writes them as a PNG split."""
+"""`groundrt data synth`: renders procedural scenes in parallel and writes them as a PNG split,
+with the absent phrases of every scene in its side file (`groundrt.data.absent`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from groundrt.data.absent import AbsentPhrase, write_absent
 from groundrt.data.layout import SplitLayout
 from groundrt.data.narratives import Narrative, Utterance
 from groundrt.data.writer import SplitWriter, annotation_record, image_record, write_image_files
@@ -33,18 +35,23 @@ def narrative_of(image_id: int, sample: SynthSample) -> Narrative:
     )
 
 
-def _render_and_write(job: tuple) -> tuple[dict, dict, Narrative]:
-    from groundrt.synth.scene import render_sample  # imported in the worker
+def _render_and_write(job: tuple) -> tuple[dict, dict, Narrative, list[AbsentPhrase]]:
+    import numpy as np
+
+    from groundrt.synth.absent import ABSENT_STREAM, absent_phrases
+    from groundrt.synth.scene import render_scene  # imported in the worker
 
     layout, split, seed, index, size = job
     image_id = image_id_for(split, index)
-    sample = render_sample(seed, index, size)
+    sample, scene = render_scene(seed, index, size)
+    absent = absent_phrases(np.random.default_rng([seed, index, ABSENT_STREAM]),
+                            load_vocabulary(), scene, str(image_id))
     write_image_files(layout, image_id, sample.image_bgr, sample.jpeg_quality,
                       sample.panoptic_ids)
     height, width = sample.panoptic_ids.shape
     return (image_record(image_id, height, width),
             annotation_record(image_id, [s.to_json() for s in sample.segments_info]),
-            narrative_of(image_id, sample))
+            narrative_of(image_id, sample), absent)
 
 
 def synthesize(out: str | Path, split: str, count: int, seed: int,
@@ -66,11 +73,14 @@ def synthesize(out: str | Path, split: str, count: int, seed: int,
     with pool or nullcontext():
         results = pool.imap(_render_and_write, jobs, chunksize=8) if pool else map(
             _render_and_write, jobs)
-        for image, annotation, narrative in results:
+        absent: list[AbsentPhrase] = []
+        for image, annotation, narrative, scene_absent in results:
             writer.add(image, annotation, [narrative])
+            absent.extend(scene_absent)
             bar.update()
     bar.close()
     writer.close()
+    write_absent(writer.layout.root, split, absent)
     info = {"generator": "groundrt.synth", "split": writer.layout.name, "count": count,
             "seed": seed, "size": list(size) if size else None}
     (writer.layout.root / f"synth_{writer.layout.name}.json").write_text(json.dumps(info))

@@ -22,6 +22,7 @@ class Batch:
     phrase_valid: torch.Tensor  # [B, P] bool
     segment_masks: list[torch.Tensor]  # B tensors [N_b, s, s] float in [0, 1] at loss size
     phrase_members: list[torch.Tensor]  # B tensors [P_b, N_b] bool: segment n is in phrase p
+    present: torch.Tensor  # [B, P] bool: the phrase names something in the image
     teacher_image: torch.Tensor | None = None  # [B, 3, S_t, S_t] float32 (distillation)
 
     def to(self, device: str | torch.device) -> Batch:
@@ -42,6 +43,7 @@ def collate(examples: list[Example], loss_size: int) -> Batch:
     spans = torch.zeros(b, p, 2, dtype=torch.int64)
     plural = torch.zeros(b, p, dtype=torch.bool)
     valid = torch.zeros(b, p, dtype=torch.bool)
+    present = torch.zeros(b, p, dtype=torch.bool)
     masks, members = [], []
     for i, e in enumerate(examples):
         tokens[i, :len(e.tokens)] = torch.from_numpy(e.tokens)
@@ -49,13 +51,14 @@ def collate(examples: list[Example], loss_size: int) -> Batch:
         spans[i, :len(e.spans)] = torch.from_numpy(e.spans)
         plural[i, :len(e.plural)] = torch.from_numpy(e.plural)
         valid[i, :len(e.spans)] = True
+        present[i, :len(e.spans)] = torch.from_numpy(e.present_mask)
         masks.append(torch.from_numpy(segment_masks(e.panoptic, e.segment_ids, loss_size)))
         members.append(torch.from_numpy(
             np.stack([np.isin(e.segment_ids, s) for s in e.phrase_segments])))
     images = torch.from_numpy(np.stack([normalize(e.image) for e in examples]))
     teacher = (torch.from_numpy(np.stack([normalize(e.teacher_image) for e in examples]))
                if examples[0].teacher_image is not None else None)
-    return Batch(images, tokens, padding, spans, plural, valid, masks, members, teacher)
+    return Batch(images, tokens, padding, spans, plural, valid, masks, members, present, teacher)
 
 
 def segment_masks(panoptic: np.ndarray, segment_ids: np.ndarray, size: int) -> np.ndarray:

@@ -4,6 +4,9 @@ As Mask2Former does for the queries (each panoptic segment of the image is match
 query, whose mask learns it with BCE + Dice) and as PPMN/EPNG do for the phrases (BCE + Dice on
 the phrase masks), plus a loss on the affinity: a singular phrase's softmax over queries must
 pick its segment's query, a plural's sigmoid must take every one of its segments' queries.
+In network v2 the phrases' own masks are supervised directly after every decoder layer (as
+PPMN, DRMN and NICE do), with a presence loss; phrases absent from the image (no segments) train
+only the presence.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class LossWeights:
     affinity: float = 1.0
     phrase_bce: float = 2.0
     phrase_dice: float = 1.0
+    presence: float = 1.0  # v2
 
 
 def dice_loss(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,15 +74,33 @@ def resize_logits(query_logits: torch.Tensor, loss_size: int) -> torch.Tensor:
 def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
                    weights: LossWeights | None = None,
                    match_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Total loss and its parts (floats) for one batch.
+    """Total loss and its parts (floats) for one batch: the instance terms, then the phrase
+    terms of the network's version (v1: soft phrase masks from the queries; v2: each phrase's
+    own mask after every decoder layer, and its presence).
 
     `match_logits` [B, Q, s, s] (a teacher's) decide the query-to-segment matching instead of the
     model's own logits, so that a student's query q learns what the teacher's query q holds.
     """
     weights = weights or LossWeights()
     logits = resize_logits(out.query_logits, loss_size)  # [B, Q, s, s]
+    total, parts, phrase_targets = instance_loss(out, batch, logits, weights, match_logits)
+    if out.phrase_kernels:
+        phrase_total, phrase_parts = phrase_query_loss(out, batch, phrase_targets, weights)
+    else:
+        phrase_total, phrase_parts = soft_phrase_loss(out, batch, logits, phrase_targets,
+                                                      weights)
+    total = total + phrase_total
+    parts.update(phrase_parts, total=float(total.detach()))
+    return total, parts
+
+
+def instance_loss(out: GroundingOutput, batch: Batch, logits: torch.Tensor, weights: LossWeights,
+                  match_logits: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """Matched query masks (BCE + Dice) and the affinity of present phrases with the queries
+    that hold their segments; also returns the phrases' union targets [B, P, s, s]."""
     match_logits = logits if match_logits is None else match_logits
-    b, q = logits.shape[:2]
+    b, q, loss_size = logits.shape[0], logits.shape[1], logits.shape[-1]
     total_q = {k: logits.new_zeros(()) for k in ("query_bce", "query_dice", "affinity")}
     phrase_targets = logits.new_zeros(b, batch.spans.shape[1], loss_size, loss_size)
     all_targets = [m.flatten(1) for m in batch.segment_masks]  # B x [N, HW]
@@ -93,27 +115,54 @@ def grounding_loss(out: GroundingOutput, batch: Batch, loss_size: int,
                                                                   matched_targets).mean()
         # which queries belong to which phrase: query rows[k] holds segment cols[k]
         members = batch.phrase_members[i].float()  # [P_i, N]
+        n_phrases = members.shape[0]
         query_of_segment = logits.new_zeros(members.shape[1], q)
         query_of_segment[cols, rows] = 1.0
         owned = members @ query_of_segment  # [P_i, Q] 1 where the query is the phrase's
-        affinity = out.affinity[i, :members.shape[0]]
-        plural = batch.plural[i, :members.shape[0]]
+        present = batch.present[i, :n_phrases]
+        affinity = out.affinity[i, :n_phrases][present]
+        owned, plural = owned[present], batch.plural[i, :n_phrases][present]
         singular_loss = F.cross_entropy(affinity[~plural], owned[~plural].argmax(-1),
                                         reduction="sum") if (~plural).any() else 0.0
         plural_loss = F.binary_cross_entropy_with_logits(
             affinity[plural], owned[plural], reduction="sum") / q if plural.any() else 0.0
-        total_q["affinity"] = total_q["affinity"] + (singular_loss + plural_loss) / len(plural)
-        phrase_targets[i, :members.shape[0]] = (members @ targets).clamp(max=1.0).view(
+        total_q["affinity"] = total_q["affinity"] + (singular_loss + plural_loss) / max(
+            1, len(plural))
+        phrase_targets[i, :n_phrases] = (members @ targets).clamp(max=1.0).view(
             -1, loss_size, loss_size)
     total = sum(getattr(weights, k) * v / b for k, v in total_q.items())
-    parts = {k: float(v.detach()) / b for k, v in total_q.items()}
+    return total, {k: float(v.detach()) / b for k, v in total_q.items()}, phrase_targets
 
+
+def soft_phrase_loss(out: GroundingOutput, batch: Batch, logits: torch.Tensor,
+                     phrase_targets: torch.Tensor, weights: LossWeights
+                     ) -> tuple[torch.Tensor, dict]:
+    """v1: BCE + Dice on the soft phrase masks the affinity makes of the query masks."""
     probs = soft_phrase_probs(out.affinity, batch.plural, logits)  # [B, P, s, s]
-    valid = batch.phrase_valid
+    valid = batch.phrase_valid & batch.present
     p_probs, p_targets = probs[valid].flatten(1), phrase_targets[valid].flatten(1)
     phrase_bce = F.binary_cross_entropy(p_probs.clamp(1e-6, 1 - 1e-6), p_targets)
     phrase_dice = dice_loss(p_probs, p_targets).mean()
-    total = total + weights.phrase_bce * phrase_bce + weights.phrase_dice * phrase_dice
-    parts.update(phrase_bce=float(phrase_bce.detach()), phrase_dice=float(phrase_dice.detach()),
-                 total=float(total.detach()))
-    return total, parts
+    total = weights.phrase_bce * phrase_bce + weights.phrase_dice * phrase_dice
+    return total, {"phrase_bce": float(phrase_bce.detach()),
+                   "phrase_dice": float(phrase_dice.detach())}
+
+
+def phrase_query_loss(out: GroundingOutput, batch: Batch, phrase_targets: torch.Tensor,
+                      weights: LossWeights) -> tuple[torch.Tensor, dict]:
+    """v2: after every decoder layer, BCE + Dice of each present phrase's own mask against its
+    union target, and BCE of every phrase's presence logit (averaged over the layers)."""
+    loss_size = phrase_targets.shape[-1]
+    present = batch.phrase_valid & batch.present
+    targets = phrase_targets[present].flatten(1)
+    sums = {"phrase_bce": 0.0, "phrase_dice": 0.0, "presence": 0.0}
+    layers = len(out.phrase_kernels)
+    for layer in range(layers):
+        logits = resize_logits(out.phrase_logits(layer), loss_size)[present].flatten(1)
+        sums["phrase_bce"] = sums["phrase_bce"] + F.binary_cross_entropy_with_logits(
+            logits, targets)
+        sums["phrase_dice"] = sums["phrase_dice"] + dice_loss(logits.sigmoid(), targets).mean()
+        sums["presence"] = sums["presence"] + F.binary_cross_entropy_with_logits(
+            out.presence[layer][batch.phrase_valid], batch.present[batch.phrase_valid].float())
+    total = sum(getattr(weights, k) * v / layers for k, v in sums.items())
+    return total, {k: float(v.detach()) / layers for k, v in sums.items()}

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from groundrt.data import PNGDataset
 from groundrt.examples import Example, build_examples
 from groundrt.metric.evaluate import score_masks
+from groundrt.metric.presence import presence_accuracy
 from groundrt.model.checkpoint import (
     CHECKPOINT_FILES,
     TOKENIZER_FILE,
@@ -27,7 +28,7 @@ from groundrt.model.checkpoint import (
     write_json,
 )
 from groundrt.model.config import PRESETS, ModelConfig
-from groundrt.model.inference import predict_masks
+from groundrt.model.inference import predict_masks, predict_phrases
 from groundrt.model.network import GroundingNet, GroundingOutput
 from groundrt.text.tokenizer import Tokenizer, train_tokenizer
 from groundrt.train.batch import Batch, collate
@@ -61,9 +62,24 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example]) -> dict:
-    """AR overall / things / stuff / singulars / plurals on `examples` (a val subset)."""
-    return score_masks(dataset, predict_masks(model, examples))
+def validate(model: GroundingNet, dataset: PNGDataset, examples: list[Example],
+             probes: list[Example] | None = None) -> dict:
+    """AR overall / things / stuff / singulars / plurals on `examples` (a val subset); v2 adds
+    target accuracy (grounded phrases found in their captions) and no-target accuracy (absent
+    phrases answered not found in `probes`, the same images as phrase lists)."""
+    if not model.cfg.phrase_queries:
+        return score_masks(dataset, predict_masks(model, examples))
+    predictions = list(predict_phrases(model, examples))
+    report = score_masks(dataset, ((e, p.masks[:len(e.keys)]) for e, p in predictions))
+    target = presence_accuracy(np.concatenate([p.found for _, p in predictions]),
+                               np.concatenate([e.present_mask for e, _ in predictions]))
+    report["target_acc"] = target["target_acc"]
+    if probes:
+        found, present = zip(*((p.found, e.present_mask)
+                               for e, p in predict_phrases(model, probes)), strict=True)
+        report["no_target_acc"] = presence_accuracy(np.concatenate(found),
+                                                    np.concatenate(present))["no_target_acc"]
+    return report
 
 
 def prepare_tokenizer(run: Path, train_set: PNGDataset, source: Path | None) -> Tokenizer:
@@ -108,10 +124,18 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
         base = model_cfg or PRESETS["teacher"]
         model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
     model.to(cfg.device)
-    train_examples = build_examples(train_set, tokenizer, model.cfg, progress, teacher_size)
+    # v2 learns the presence score from absent phrases added to the training examples
+    absent = "mixed" if model.cfg.phrase_queries else "none"
+    train_examples = build_examples(train_set, tokenizer, model.cfg, progress, teacher_size,
+                                    absent=absent, seed=cfg.seed)
     val_examples = build_examples(val_set, tokenizer, model.cfg, progress)
     chosen = np.random.default_rng(cfg.seed).permutation(len(val_examples))[:cfg.val_limit]
     val_examples = [val_examples[i] for i in sorted(chosen)]
+    probes = None
+    if model.cfg.phrase_queries:
+        probes = build_examples(val_set, tokenizer, model.cfg, progress, absent="list",
+                                seed=cfg.seed)
+        probes = [probes[i] for i in sorted(chosen)]
 
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -161,7 +185,7 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
                 state["elapsed_s"] = time.perf_counter() - started
                 checkpoint()
         bar.close()
-        metrics = validate(model, val_set, val_examples)
+        metrics = validate(model, val_set, val_examples, probes)
         state["history"].append({"epoch": epoch + 1, "step": state["step"],
                                  "elapsed_s": round(time.perf_counter() - started, 1),
                                  "last_loss": parts, **metrics})

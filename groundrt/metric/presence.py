@@ -1,0 +1,30 @@
+"""Is the phrase in the image at all? GRES's (ReLA, CVPR 2023) two accuracies:
+
+* no-target accuracy (N-acc): the share of absent phrases answered "not found";
+* target accuracy (T-acc): the share of grounded phrases answered "found".
+
+groundrt scores N-acc on each image's absent phrases (`groundrt.data.absent`) given with the
+image's grounded phrases as one explicit phrase list, and T-acc on the grounded phrases of the
+narratives' own captions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def presence_accuracy(found: Iterable[bool], present: Iterable[bool]) -> dict[str, float | None]:
+    """found / present per phrase -> {"no_target_acc", "target_acc", "absent", "present"}
+    (an accuracy is None where its group is empty)."""
+    found_arr = np.fromiter(found, dtype=bool)
+    present_arr = np.fromiter(present, dtype=bool)
+    if found_arr.shape != present_arr.shape:
+        raise ValueError(f"{found_arr.size} answers for {present_arr.size} phrases")
+    absent = ~present_arr
+    return {
+        "no_target_acc": float((~found_arr[absent]).mean()) if absent.any() else None,
+        "target_acc": float(found_arr[present_arr].mean()) if present_arr.any() else None,
+        "absent": int(absent.sum()), "present": int(present_arr.sum()),
+    }
