@@ -10,7 +10,9 @@ student query q learns what teacher query q holds), plus three distillation term
 * affinities: singular phrases match the teacher's softmax over queries (KL), plural phrases its
   per-query sigmoid (BCE);
 * embeddings: the cosine-similarity matrices among mask embeddings and among phrase embeddings
-  (relational, so the student's D may differ from the teacher's).
+  (relational, so the student's D may differ from the teacher's);
+* network v2 adds the phrases' own masks (BCE against the teacher's final-layer probabilities,
+  present phrases) and their presence (BCE against the teacher's presence probabilities).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class DistillWeights:
     query_masks: float = 2.0
     affinity: float = 1.0
     embeddings: float = 1.0
+    phrase_masks: float = 2.0  # v2
+    presence: float = 1.0  # v2
 
 
 def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +88,27 @@ class DistillObjective:
         total = (w.ground_truth * truth + w.query_masks * query_masks + w.affinity * affinity
                  + w.embeddings * embeddings)
         parts.update(truth=parts.pop("total"), kd_masks=query_masks.item(),
-                     kd_affinity=affinity.item(), kd_embed=embeddings.item(), total=total.item())
+                     kd_affinity=affinity.item(), kd_embed=embeddings.item())
+        if out.phrase_kernels and teacher.phrase_kernels:
+            phrase_masks, presence = phrase_terms(out, teacher, batch, loss_size)
+            total = total + w.phrase_masks * phrase_masks + w.presence * presence
+            parts.update(kd_phrase_masks=phrase_masks.item(), kd_presence=presence.item())
+        parts["total"] = total.item()
         return total, parts
+
+
+def phrase_terms(student: GroundingOutput, teacher: GroundingOutput, batch: Batch,
+                 loss_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """v2: the student's final phrase masks and presence against the teacher's."""
+    present = batch.phrase_valid & batch.present
+    with torch.no_grad():
+        target = resize_logits(teacher.phrase_logits(), loss_size)[present].sigmoid()
+    masks = F.binary_cross_entropy_with_logits(
+        resize_logits(student.phrase_logits(), loss_size)[present], target)
+    valid = batch.phrase_valid
+    presence = F.binary_cross_entropy_with_logits(student.presence[-1][valid],
+                                                  teacher.presence[-1][valid].sigmoid())
+    return masks, presence
 
 
 def distill(teacher_run: str | Path, data: str | Path, out: str | Path,
@@ -96,7 +119,8 @@ def distill(teacher_run: str | Path, data: str | Path, out: str | Path,
     teacher_run = Path(teacher_run)
     cfg = cfg or TrainConfig(epochs=3)
     teacher = load_model(teacher_run).to(cfg.device)
-    student_cfg = replace(student_cfg or PRESETS["student"],
+    default = "student-v2" if teacher.cfg.phrase_queries else "student"
+    student_cfg = replace(student_cfg or PRESETS[default],
                           vocab_size=teacher.cfg.vocab_size, max_tokens=teacher.cfg.max_tokens)
     return train(data, out, student_cfg, cfg, resume=resume, progress=progress,
                  objective=DistillObjective(teacher, weights),

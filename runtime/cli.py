@@ -104,7 +104,8 @@ def _cmd_export_distill(args: argparse.Namespace) -> int:
     from groundrt.export.distill import distill
     from groundrt.train.trainer import TrainConfig
 
-    state = distill(args.teacher, args.data, args.out, _model_config(args.config),
+    state = distill(args.teacher, args.data, args.out,
+                    _model_config(args.config) if args.config else None,
                     _train_overrides(args, TrainConfig(epochs=3)), resume=args.resume,
                     progress=not args.quiet)
     _report_training(state, args.out)
@@ -285,7 +286,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--data", required=True, help="dataset folder with train and val splits")
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--config", default=default_config,
-                        help="a preset (teacher, student, tiny) or a model config JSON")
+                        help="a preset (teacher, student, tiny; network v2: teacher-v2, "
+                             "student-v2, tiny-v2) or a model config JSON"
+                             + ("" if default_config else " (default: the student preset of "
+                                "the teacher's network version)"))
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -431,7 +435,7 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
         epilog="example: groundrt export distill --teacher runs/teacher --data data/synth "
                "--out runs/student")
     di.add_argument("--teacher", required=True, help="the teacher's run folder")
-    _add_training_arguments(di, "the student's run folder", "student")
+    _add_training_arguments(di, "the student's run folder", "")
     di.set_defaults(handler=_cmd_export_distill)
 
     pk = export_commands.add_parser(

@@ -38,11 +38,18 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
+V1_PARTS = {"query_bce", "query_dice", "affinity", "phrase_bce", "phrase_dice", "total"}
+
+
+@pytest.mark.parametrize(("preset", "absent", "parts_expected"), [
+    ("tiny", "none", V1_PARTS), ("tiny-v2", "mixed", V1_PARTS | {"presence"})])
+def test_a_few_steps_lower_the_loss(tiny_data, tmp_path, preset, absent, parts_expected):
     train_set = PNGDataset(tiny_data, "train")
     tokenizer = Tokenizer(train_tokenizer((n.caption for n in train_set.narratives), tmp_path))
-    cfg = replace(TINY, vocab_size=tokenizer.vocab_size)
-    examples = build_examples(train_set, tokenizer, cfg, progress=False)
+    cfg = replace(PRESETS[preset], vocab_size=tokenizer.vocab_size)
+    examples = build_examples(train_set, tokenizer, cfg, progress=False, absent=absent)
+    if absent != "none":  # some examples carry absent phrases, which train only the presence
+        assert any(not e.present_mask.all() for e in examples[:4])
     batch = collate(examples[:4], loss_size=32)
     torch.manual_seed(0)
     model = GroundingNet(cfg)
@@ -55,8 +62,7 @@ def test_a_few_steps_lower_the_loss(tiny_data, tmp_path):
         loss.backward()
         optimizer.step()
         losses.append(parts["total"])
-    assert set(parts) == {"query_bce", "query_dice", "affinity", "phrase_bce", "phrase_dice",
-                          "total"}
+    assert set(parts) == parts_expected
     assert losses[-1] < 0.7 * losses[0], losses
 
 
@@ -81,6 +87,20 @@ def test_bf16_autocast_trains_the_options_and_differs_from_float32(tiny_data, tm
     assert all(torch.isfinite(torch.tensor(v)) for v in last["last_loss"].values())
     assert (tmp_path / "bf16" / MODEL_FILE).read_bytes() != (tmp_path / "fp32" / MODEL_FILE
                                                              ).read_bytes()
+
+
+def test_v2_training_validates_presence(tiny_data, tmp_path):
+    """A v2 run scores target accuracy on the captions and no-target accuracy on the absent
+    phrases of the val split (its side file), and a v2 student distils from it."""
+    from groundrt.export.distill import distill
+
+    state = train(tiny_data, tmp_path / "v2", PRESETS["tiny-v2"], FAST, progress=False)
+    last = state["history"][-1]
+    assert 0.0 <= last["target_acc"] <= 1.0 and 0.0 <= last["no_target_acc"] <= 1.0
+    student = distill(tmp_path / "v2", tiny_data, tmp_path / "student",
+                      replace(PRESETS["tiny-v2"], input_size=32), replace(FAST, epochs=1),
+                      progress=False)
+    assert {"kd_phrase_masks", "kd_presence"} <= set(student["history"][-1]["last_loss"])
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
