@@ -90,11 +90,13 @@ class FoldedQueryDecoder(nn.Module):
         """q [B, H, Nq, dh] (scaled), k_t [B, H, dh, Nk], v [B, H, Nk, dh] -> [B, H, Nq, dh]."""
         return torch.softmax(q @ k_t, dim=-1) @ v
 
-    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+    def states(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory [B, C, h, w] -> (the queries' states [B, Q, C], as QueryDecoder.decode; the
+        positioned memory tokens [B, h*w, C], as QueryDecoder.memory_tokens)."""
         b, _, h, w = memory.shape
+        positioned = memory + self.pos[..., :h, :w]
         # [B, 2 C L, h, w] -> [B, L, 2, H, dh, N]: keys are [dh, N] per head as they are
-        kv = self.kv(memory + self.pos[..., :h, :w]).reshape(b, len(self.layers), 2, self.heads,
-                                                self.head_dim, -1)
+        kv = self.kv(positioned).reshape(b, len(self.layers), 2, self.heads, self.head_dim, -1)
         x = self.x0.expand(b, -1, -1)
         for i, layer in enumerate(self.layers):
             if i == 0:
@@ -109,4 +111,7 @@ class FoldedQueryDecoder(nn.Module):
             attended = self._attend(q, kv[:, i, 0], kv[:, i, 1].transpose(-1, -2))
             x = x + layer.multihead_attn.out_proj(self._merge(attended))
             x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
-        return self.mask_mlp(self.norm(x))
+        return self.norm(x), positioned.flatten(2).transpose(1, 2)
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.mask_mlp(self.states(memory)[0])

@@ -71,7 +71,7 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
         raise FileExistsError(f"package folder {out} is not empty: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     paths = export_onnx(model, out, shape)
-    checks = compare_with_torch(model, paths["image"], paths["text"], input_shape=shape)
+    checks = compare_with_torch(model, paths, input_shape=shape)
     shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
 
     train_set = PNGDataset(data, "train")

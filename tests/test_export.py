@@ -88,7 +88,7 @@ def test_onnx_export_matches_pytorch_at_any_token_count(tiny_run, tmp_path):
         graph = onnx.load(str(path))
         onnx.checker.check_model(graph, full_check=True)
         assert all(node.domain in ("", "ai.onnx") for node in graph.graph.node)
-    checks = compare_with_torch(model, paths["image"], paths["text"], trials=5)
+    checks = compare_with_torch(model, paths, trials=5)
     assert [c.graph for c in checks] == ["image", "text"]
     assert all(c.max_abs_error < 1e-4 for c in checks), checks
     # the batch axis of the image graph is dynamic too
@@ -104,8 +104,36 @@ def test_onnx_export_of_the_model_options(tmp_path):
     cfg = replace(TINY, locality_channels=True, memory_stride=8)
     model = GroundingNet(cfg).eval()
     paths = export_onnx(model, tmp_path)
-    checks = compare_with_torch(model, paths["image"], paths["text"], trials=3)
+    checks = compare_with_torch(model, paths, trials=3)
     assert all(c.max_abs_error < 1e-4 for c in checks), checks
+
+
+@pytest.mark.parametrize("input_shape", [None, (48, 64)], ids=["square", "crop"])
+def test_onnx_export_of_network_v2(tmp_path, input_shape):
+    """v2 packages have three graphs; the phrase graph takes any number of phrases and phrase
+    tokens and any batch, and every graph matches PyTorch."""
+    torch.manual_seed(6)
+    cfg = PRESETS["tiny-v2"]
+    model = GroundingNet(cfg).eval()
+    paths = export_onnx(model, tmp_path, input_shape=input_shape)
+    assert sorted(paths) == ["image", "phrase", "text"]
+    checks = compare_with_torch(model, paths, trials=4, input_shape=input_shape)
+    assert [c.graph for c in checks] == ["image", "text", "phrase"]
+    assert all(c.max_abs_error < 1e-4 for c in checks), checks
+    io = graph_io(model, input_shape)
+    image = ort.InferenceSession(str(paths["image"]), providers=["CPUExecutionProvider"])
+    shape = input_shape or (64, 64)
+    outputs = image.run(None, {"image": np.zeros((3, 3, *shape), np.float32)})
+    assert [o.name for o in image.get_outputs()] == [t["name"] for t in io["image"]["outputs"]]
+    assert [list(o.shape[1:]) for o in outputs] == [t["shape"][1:] for t in io["image"]["outputs"]]
+    phrase = ort.InferenceSession(str(paths["phrase"]), providers=["CPUExecutionProvider"])
+    for batch, phrases, tokens in ((1, 1, 1), (3, 7, 5)):
+        kernels, presence, embed = phrase.run(None, {
+            "objects": outputs[2][:batch], "memory": outputs[3][:batch],
+            "phrase_tokens": np.ones((batch, phrases, tokens, cfg.query_dim), np.float32),
+            "phrase_token_valid": np.ones((batch, phrases, tokens), bool)})
+        assert kernels.shape == embed.shape == (batch, phrases, cfg.embed_dim)
+        assert presence.shape == (batch, phrases)
 
 
 def test_onnx_export_of_a_cropped_input(tmp_path):
@@ -114,7 +142,7 @@ def test_onnx_export_of_a_cropped_input(tmp_path):
     torch.manual_seed(5)
     model = GroundingNet(replace(TINY, locality_channels=True, memory_stride=8)).eval()
     paths = export_onnx(model, tmp_path, input_shape=(48, 64))
-    checks = compare_with_torch(model, paths["image"], paths["text"], trials=3,
+    checks = compare_with_torch(model, paths, trials=3,
                                 input_shape=(48, 64))
     assert all(c.max_abs_error < 1e-4 for c in checks), checks
     session = ort.InferenceSession(str(paths["image"]), providers=["CPUExecutionProvider"])

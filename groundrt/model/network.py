@@ -71,9 +71,9 @@ class GroundingNet(nn.Module):
             phrase_embed = pool_phrases(tokens, spans)
         else:
             own, own_valid = phrase_tokens(tokens, spans)
-            decoded = self.phrase_decoder(own, own_valid, phrase_padding_of(spans),
-                                          image_features.object_tokens,
-                                          object_centroids(query_logits),
+            objects = self.phrase_decoder.objects(image_features.object_tokens,
+                                                  object_centroids(query_logits))
+            decoded = self.phrase_decoder(own, own_valid, phrase_padding_of(spans), objects,
                                           image_features.memory_tokens)
             phrase_embed, kernels, presence = (decoded.phrase_embed, decoded.kernels,
                                                decoded.presence)
@@ -81,3 +81,40 @@ class GroundingNet(nn.Module):
                                         self.affinity_bias)
         return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity, query_logits,
                                kernels, presence)
+
+    # The graphs of a v2 package (export/onnx_export.py) and the torch backend run these.
+
+    @torch.no_grad()
+    def image_graph(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """v2 image path: pixel_embed [B, D, h, w], mask_embed [B, Q, D], objects [B, Q, C]
+        (positioned object tokens) and memory [B, K, C] (positioned memory tokens)."""
+        features = self.image_encoder.features(image)
+        return image_outputs(self.phrase_decoder, features.pixel_embed, features.mask_embed,
+                             features.object_tokens, features.memory_tokens)
+
+    @torch.no_grad()
+    def phrase_graph(self, objects: torch.Tensor, memory: torch.Tensor,
+                     phrase_tokens: torch.Tensor, phrase_token_valid: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        return phrase_outputs(self.phrase_decoder, objects, memory, phrase_tokens,
+                              phrase_token_valid)
+
+
+def image_outputs(decoder: PhraseDecoder, pixel_embed: torch.Tensor, mask_embed: torch.Tensor,
+                  object_tokens: torch.Tensor, memory_tokens: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """What a v2 image graph returns, from the image encoder's features."""
+    centroids = object_centroids(mask_logits(mask_embed, pixel_embed))
+    return {"pixel_embed": pixel_embed, "mask_embed": mask_embed,
+            "objects": decoder.objects(object_tokens, centroids), "memory": memory_tokens}
+
+
+def phrase_outputs(decoder: PhraseDecoder, objects: torch.Tensor, memory: torch.Tensor,
+                   phrase_tokens: torch.Tensor, phrase_token_valid: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+    """The v2 phrase decoder on one caption's phrases, no padding: phrase_tokens [B, P, L, C],
+    phrase_token_valid [B, P, L] bool -> kernels [B, P, D], presence [B, P] (logits),
+    phrase_embed [B, P, D] (for the affinity with mask_embed)."""
+    decoded = decoder(phrase_tokens, phrase_token_valid, None, objects, memory)
+    return {"kernels": decoded.kernels[-1], "presence": decoded.presence[-1],
+            "phrase_embed": decoded.phrase_embed}

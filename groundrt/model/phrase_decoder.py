@@ -124,13 +124,18 @@ class PhraseDecoder(nn.Module):
         self.presence_head = nn.Linear(c, 1)
         self.affinity_head = nn.Linear(c, d)
 
-    def forward(self, own: torch.Tensor, own_valid: torch.Tensor, phrase_padding: torch.Tensor,
-                object_tokens: torch.Tensor, object_centroids: torch.Tensor,
+    def objects(self, object_tokens: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+        """Object tokens [B, Q, C] with their masks' centroids [B, Q, 2] as positions (what the
+        image graph hands the phrase graph: it depends only on the image)."""
+        return object_tokens + self.object_position(centroids)
+
+    def forward(self, own: torch.Tensor, own_valid: torch.Tensor,
+                phrase_padding: torch.Tensor | None, objects: torch.Tensor,
                 memory_tokens: torch.Tensor) -> PhraseOutputs:
+        """`objects` from `objects()`; `phrase_padding` None when no phrase is padding."""
         weights = own_valid.to(own.dtype)
         mean = (weights.unsqueeze(-1) * own).sum(2) / weights.sum(-1, keepdim=True).clamp(min=1)
         x = mean + self.start
-        objects = object_tokens + self.object_position(object_centroids)
         shared = torch.cat([objects, memory_tokens], 1)
         kernels, presence = [], []
         for layer in self.layers:
