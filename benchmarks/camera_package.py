@@ -16,8 +16,8 @@ from groundrt.data import PNGDataset
 from groundrt.model.config import ModelConfig
 from groundrt.package import input_shape
 from groundrt.preprocess import Letterbox
-from groundrt.runtime.onnx_graphs import OnnxGraphs
-from groundrt.runtime.predict import evaluate_graphs, package_examples
+from groundrt.runtime.grounder import Grounder
+from groundrt.runtime.predict import score_split
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("overall", "things", "stuff", "singulars", "plurals", "acc@0.5")
@@ -40,27 +40,27 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = PNGDataset(args.data, "val")
-    graphs = {name: OnnxGraphs(path, args.precision)
-              for name, path in (("square", args.square), ("camera", args.camera))}
-    configs = [ModelConfig.from_json(g.manifest["model"]["config"]) for g in graphs.values()]
+    grounders = {name: Grounder(path, backend="onnxruntime", precision=args.precision)
+                 for name, path in (("square", args.square), ("camera", args.camera))}
+    configs = [ModelConfig.from_json(g.manifest["model"]["config"]) for g in grounders.values()]
     if configs[0] != configs[1]:
         raise SystemExit("the two packages come from different model configs")
-    shape = input_shape(graphs["camera"].manifest)
-    square = graphs["square"].manifest["input"]["size"]
-    examples = {name: package_examples(g, dataset) for name, g in graphs.items()}
+    shape = input_shape(grounders["camera"].manifest)
+    square = grounders["square"].manifest["input"]["size"]
+    every = {p.image_id for p in dataset.phrases}
     subsets = {
-        f"fit {shape[0]}x{shape[1]}": lambda e: fits(shape, square, e.original_size),
-        "all": lambda e: True,
+        f"fit {shape[0]}x{shape[1]}": {i for i in every
+                                       if fits(shape, square, dataset.image_size(i))},
+        "all": every,
     }
     print(f"{args.precision}, val split: AR per group")
     print("| narratives | input | count | " + " | ".join(GROUPS) + " |")
     print("|---" * (3 + len(GROUPS)) + "|")
-    for label, keep in subsets.items():
-        for name, g in graphs.items():
-            chosen = [e for e in examples[name] if keep(e)]
-            scores = evaluate_graphs(g, dataset, chosen)
+    for label, images in subsets.items():
+        for g in grounders.values():
+            scores = score_split(g, dataset, images=images)
             shape_text = "x".join(map(str, input_shape(g.manifest)))
-            print(f"| {label} | {shape_text} | {len(chosen)} | "
+            print(f"| {label} | {shape_text} | {scores['narratives']} | "
                   + " | ".join(f"{scores[k]:.4f}" for k in GROUPS) + " |")
 
 

@@ -4,7 +4,8 @@
         --package runtime/models/default --data data/synth --runs 100 --threads 2
 
 Rows: teacher PyTorch FP32, student PyTorch FP32, student ONNX Runtime FP32, INT8-CPU (U8S8)
-and INT8-TRT graph (S8S8, run by ONNX Runtime here). AR on the val split (`--limit` narratives,
+and INT8-TRT graph (S8S8, run by ONNX Runtime here), every row through `Grounder` (network v2
+rows add target / no-target accuracy and instance AR). AR on the val split (`--limit` narratives,
 default all); size = the files that variant loads; latency = median / p90 of `--runs` batch-1
 calls of the image path after warm-up, `--threads` intra-op threads.
 """
@@ -20,22 +21,17 @@ import torch
 from timing import median, percentile, timed
 
 from groundrt.data import PNGDataset
-from groundrt.examples import build_examples
-from groundrt.metric.evaluate import score_masks
-from groundrt.model.checkpoint import MODEL_FILE, TOKENIZER_FILE, load_model
-from groundrt.model.inference import predict_masks
+from groundrt.model.checkpoint import MODEL_FILE, load_model
 from groundrt.package import input_shape, read_manifest
-from groundrt.runtime.onnx_graphs import OnnxGraphs
-from groundrt.runtime.predict import evaluate_graphs, package_examples
-from groundrt.text import Tokenizer
+from groundrt.runtime.grounder import Grounder
+from groundrt.runtime.predict import score_split
 
 GROUPS = ("overall", "things", "stuff", "singulars", "plurals")
 
 
 def torch_row(name: str, run: Path, dataset: PNGDataset, limit: int | None, runs: int) -> dict:
     model = load_model(run).eval()
-    examples = build_examples(dataset, Tokenizer(run / TOKENIZER_FILE), model.cfg, False)
-    scores = score_masks(dataset, predict_masks(model, examples[:limit]))
+    scores = score_split(Grounder(run, backend="torch"), dataset, limit)
     image = torch.randn(1, 3, model.cfg.input_size, model.cfg.input_size)
     with torch.no_grad():
         ms = timed(lambda: model.image_encoder(image), runs)
@@ -46,11 +42,11 @@ def torch_row(name: str, run: Path, dataset: PNGDataset, limit: int | None, runs
 def onnx_row(name: str, package: Path, precision: str, dataset: PNGDataset,
              limit: int | None, runs: int, threads: int) -> dict:
     manifest = read_manifest(package)
-    graphs = OnnxGraphs(package, precision, threads=threads, manifest=manifest)
-    scores = evaluate_graphs(graphs, dataset, package_examples(graphs, dataset)[:limit])
+    grounder = Grounder(package, backend="onnxruntime", precision=precision, threads=threads)
+    scores = score_split(grounder, dataset, limit)
     height, width = input_shape(manifest)
     image = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
-    ms = timed(lambda: graphs.image(image), runs)
+    ms = timed(lambda: grounder.backend.image(image), runs)
     files = [manifest["graphs"]["image"][precision], manifest["graphs"]["text"]["fp32"]]
     size = sum(manifest["files"][f]["bytes"] for f in files)
     shape = f"{height}x{width}" if height != width else height

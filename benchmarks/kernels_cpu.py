@@ -49,9 +49,10 @@ def scene_inputs() -> dict:
     grounder = groundrt.Grounder()
     text = grounder.encode_text(DEFAULT_CAPTION)
     prepared = grounder.prepare(image)
-    pixel, masks = grounder.infer(prepared.input[None])
+    embeddings = grounder.infer(prepared.input[None]).item(0)
     g = grounder.grounding
-    return {"phrase": text.phrase_embed, "masks": masks[0], "pixel": pixel[0],
+    return {"phrase": text.phrase_embed, "masks": embeddings.mask_embed,
+            "pixel": embeddings.pixel_embed,
             "plural": text.plural, "crop": prepared.box.crop_region(g["pixel_stride"]),
             "logit_scale": g["logit_scale"], "bias": g["affinity_bias"],
             "threshold": g["plural_threshold"]}

@@ -31,8 +31,8 @@ from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
 from groundrt.model.network import GroundingNet
 from groundrt.package import read_manifest, write_manifest
 from groundrt.preprocess import MEAN_RGB, PAD_VALUE, STD_RGB
-from groundrt.runtime.onnx_graphs import OnnxGraphs
-from groundrt.runtime.predict import evaluate_graphs, package_examples
+from groundrt.runtime.grounder import Grounder
+from groundrt.runtime.predict import score_split
 from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -50,7 +50,9 @@ def base_manifest(model: GroundingNet, name: str,
         "grounding": {"logit_scale": float(model.logit_scale.detach().exp()),
                       "affinity_bias": float(model.affinity_bias.detach()),
                       "plural_threshold": cfg.plural_threshold,
-                      "pixel_stride": cfg.pixel_stride},
+                      "pixel_stride": cfg.pixel_stride,
+                      **({"presence_threshold": cfg.presence_threshold}
+                         if cfg.phrase_queries else {})},
         "tokenizer": {"file": TOKENIZER_FILE, "pad_id": PAD_ID, "bos_id": BOS_ID,
                       "eos_id": EOS_ID, "max_tokens": cfg.max_tokens},
         "io": graph_io(model, input_shape),
@@ -86,7 +88,8 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
     manifest.update(
         graphs={"image": {"fp32": paths["image"].name, "int8-cpu": quantized.cpu.name,
                           "int8-trt": quantized.trt.name},
-                "text": {"fp32": paths["text"].name}},
+                "text": {"fp32": paths["text"].name},
+                **({"phrase": {"fp32": paths["phrase"].name}} if "phrase" in paths else {})},
         precision="int8-cpu",
         export_check=[asdict(c) for c in checks],
         calibration={"split": train_set.name, "images": quantized.calibration_images,
@@ -104,16 +107,15 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
 
 def measure_accuracy(package: Path, data: str | Path, limit: int | None = None,
                      progress: bool = True) -> dict:
-    """AR per precision on the val split (the first `limit` narratives, or all)."""
+    """AR per precision on the val split (the first `limit` narratives, or all), through the
+    runtime's `Grounder` (network v2 adds target / no-target accuracy and instance AR)."""
     manifest = read_manifest(package)
     val_set = PNGDataset(data, "val")
     table = {}
-    examples = None
     for precision in manifest["graphs"]["image"]:
-        graphs = OnnxGraphs(package, precision, manifest=manifest)
-        if examples is None:
-            examples = package_examples(graphs, val_set, progress)[:limit]
-        scores = evaluate_graphs(graphs, val_set, examples)
-        table[precision] = {"split": val_set.name, "narratives": len(examples),
-                            **{k: round(v, 4) for k, v in scores.items()}}
+        grounder = Grounder(package, backend="onnxruntime", precision=precision)
+        scores = score_split(grounder, val_set, limit, progress)
+        table[precision] = {"split": val_set.name,
+                            **{k: v if v is None or isinstance(v, int) else round(v, 4)
+                               for k, v in scores.items()}}
     return table

@@ -143,9 +143,7 @@ def build_examples(dataset: PNGDataset, tokenizer: Tokenizer, cfg: ModelConfig,
         raise ValueError(f"absent must be one of {ABSENT_MODES}, not {absent!r}")
     absent_by_image = read_absent(dataset.layout) if absent != "none" else {}
     shape = input_shape or cfg.input_shape
-    by_narrative: dict[int, list] = {}
-    for phrase in dataset.phrases:
-        by_narrative.setdefault(phrase.narrative_index, []).append(phrase)
+    by_narrative = dataset.phrases_by_narrative()
     examples = []
     with ThreadPoolExecutor(LOAD_THREADS) as pool:
         pixels = pool.map(lambda phrases: _load_pixels(dataset, phrases[0].image_id,

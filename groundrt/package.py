@@ -1,17 +1,19 @@
 """Model packages: a folder with `manifest.json` and the files it names, each with its SHA-256.
 
-The manifest (format version 1) holds:
+The manifest (format version 2) holds:
 
-    format, format_version, producer       "groundrt-package", 1, "groundrt 0.1.0"
+    format, format_version, producer       "groundrt-package", 2, "groundrt 0.1.0"
     model        {"name", "config"}         the ModelConfig the graphs were exported from
     input        {"size", "height", "width", "letterbox", "pad_value", "color", "mean", "std",
                   "layout"}: the image graph's input is height x width, the trained size x size
                   square or a top-left crop of it (packages without height and width: square)
-    grounding    {"logit_scale", "affinity_bias", "plural_threshold", "pixel_stride"}
+    grounding    {"logit_scale", "affinity_bias", "plural_threshold", "pixel_stride",
+                  "presence_threshold" (network v2)}
     tokenizer    {"file", "pad_id", "bos_id", "eos_id", "max_tokens"}
-    graphs       {"image": {precision: file}, "text": {precision: file}}
+    graphs       {"image": {precision: file}, "text": {precision: file},
+                  "phrase": {precision: file} (network v2: the phrase decoder)}
                  precisions: "fp32", "int8-cpu" (U8S8 Q/DQ), "int8-trt" (S8S8 Q/DQ)
-    io           {"image": {"inputs": [...], "outputs": [...]}, "text": {...}}
+    io           {"image": {"inputs": [...], "outputs": [...]}, "text": {...}, "phrase": {...}}
                  each tensor {"name", "dtype", "shape"} (a str in shape is a dynamic axis)
     precision    the default precision of the package
     calibration  {"images", "split", "method", "float_nodes": {node: reason}} or null
@@ -19,7 +21,8 @@ The manifest (format version 1) holds:
     engines      [{"file", "graph", "precision", "tensorrt", "gpu", "compute_capability"}]
     files        {file: {"sha256", "bytes"}} for every file named above
 
-The runtime loads only the files the manifest names and checks their hashes first.
+The runtime loads only the files the manifest names and checks their hashes first. Version 2
+added the phrase graph (network v2); version 1 packages (network v1) load unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from groundrt.errors import GroundrtError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "groundrt-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: network v1 packages, written before the phrase graph existed
 
 
 class PackageError(GroundrtError):
@@ -95,9 +99,10 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"{path} is not a groundrt package manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise PackageError(f"{path} has format version {version}; this groundrt reads version "
-                           f"{FORMAT_VERSION}: re-export the package with this version")
+    if version not in READABLE_VERSIONS:
+        raise PackageError(f"{path} has format version {version}; this groundrt reads versions "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}: re-export the package "
+                           "with this version (groundrt export package)")
     if verify:
         verify_files(folder, manifest)
     return manifest
@@ -117,3 +122,8 @@ def verify_files(folder: Path, manifest: dict) -> None:
             raise PackageError(f"package {folder}: {name} does not match its SHA-256 in the "
                                "manifest (modified or corrupt): re-export the package or "
                                "restore the file")
+
+
+def has_phrase_decoder(manifest: dict) -> bool:
+    """Network v2: the package (or run) decodes phrases as queries of their own."""
+    return int(manifest["model"]["config"].get("phrase_layers", 0)) > 0

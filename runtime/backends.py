@@ -1,4 +1,6 @@
-"""Backends run a model's two graphs: image -> (pixel_embed, mask_embed), tokens -> features.
+"""Backends run a model's graphs: image -> (pixel_embed, mask_embed[, objects, memory]),
+tokens -> features and, for network v2, phrase tokens + objects + memory -> (kernels,
+presence, phrase_embed).
 
 * `onnxruntime` (default, everywhere): a package's ONNX graphs; CPU, or the CUDA / TensorRT
   execution providers when onnxruntime-gpu provides them;
@@ -29,12 +31,19 @@ class Backend(Protocol):
     name: str
     precision: str
 
-    def image(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, S, S] float32 -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
+    def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        """[B, 3, S, S] float32 -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D]) and, for
+        network v2, (objects [B, Q, C], memory [B, K, C])."""
         ...
 
     def text(self, token_ids: np.ndarray) -> np.ndarray:
-        """[T] token ids -> token features [T, D]."""
+        """[T] token ids -> token features [T, D] (v2: [T, C])."""
+        ...
+
+    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
+               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network v2: [B, Q, C], [B, K, C], [B, P, L, C], [B, P, L] bool -> kernels [B, P, D],
+        presence logits [B, P], phrase_embed [B, P, D]."""
         ...
 
 
@@ -54,7 +63,7 @@ class OnnxRuntimeBackend:
                 f"{', '.join(available)}): install onnxruntime-gpu for CUDA / TensorRT")
         self.graphs = OnnxGraphs(folder, precision, threads, providers, manifest)
         self.precision = self.graphs.precision
-        self.image, self.text = self.graphs.image, self.graphs.text
+        self.image, self.text, self.phrase = self.graphs.image, self.graphs.text, self.graphs.phrase
 
 
 class TorchBackend:
@@ -72,10 +81,19 @@ class TorchBackend:
         self._torch = torch
         self.model = load_model(folder).eval()
 
-    def image(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        x = self._torch.from_numpy(images)
         with self._torch.no_grad():
-            pixel_embed, mask_embed = self.model.image_encoder(self._torch.from_numpy(images))
-        return pixel_embed.numpy(), mask_embed.numpy()
+            if self.model.phrase_decoder is not None:
+                return tuple(v.numpy() for v in self.model.image_graph(x).values())
+            return tuple(v.numpy() for v in self.model.image_encoder(x))
+
+    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
+               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        args = (self._torch.from_numpy(a) for a in (objects, memory, phrase_tokens,
+                                                    phrase_token_valid))
+        out = self.model.phrase_graph(*args)
+        return out["kernels"].numpy(), out["presence"].numpy(), out["phrase_embed"].numpy()
 
     def text(self, token_ids: np.ndarray) -> np.ndarray:
         ids = self._torch.from_numpy(np.asarray(token_ids, dtype=np.int64))[None]

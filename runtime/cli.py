@@ -146,18 +146,14 @@ def _cmd_export_engine(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from groundrt.package import MANIFEST_FILE
     from groundrt.runtime import DEFAULT_MODEL
+    from groundrt.runtime.grounder import Grounder
+    from groundrt.runtime.predict import predict_split
 
     args.model = args.model or str(DEFAULT_MODEL)
-    if (Path(args.model) / MANIFEST_FILE).is_file():  # a model package: ONNX Runtime, no torch
-        from groundrt.runtime.predict import predict_split_with_package
-
-        path = predict_split_with_package(args.model, args.data, args.split, args.out,
-                                          args.precision, progress=not args.quiet)
-    else:
-        from groundrt.model.inference import predict_split
-
-        path = predict_split(args.model, args.data, args.split, args.out,
-                             progress=not args.quiet)
+    # a model package runs on ONNX Runtime (no torch); a training run folder on PyTorch
+    backend = "onnxruntime" if (Path(args.model) / MANIFEST_FILE).is_file() else "torch"
+    grounder = Grounder(args.model, backend=backend, precision=args.precision)
+    path = predict_split(grounder, args.data, args.split, args.out, progress=not args.quiet)
     print(f"wrote predictions to {path}")
     return 0
 

@@ -6,6 +6,9 @@
 
 Per call: letterbox + normalize, the image graph, the text graph (once per caption: an LRU
 cache keeps the phrase embeddings), then affinity and mask decoding (native kernels when built).
+A network v2 package adds the phrase graph per frame: each phrase's own mask kernel (decoded
+by the same kernels) and presence score (a phrase not in the image is not found: empty mask);
+the affinity with the object tokens then only picks a phrase's instances.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import numpy as np
 
 from groundrt.errors import GroundrtError
 from groundrt.kernels import cpu as cpu_kernels
-from groundrt.package import MANIFEST_FILE, PackageError, input_shape, read_manifest
+from groundrt.package import (
+    MANIFEST_FILE,
+    PackageError,
+    has_phrase_decoder,
+    input_shape,
+    read_manifest,
+)
 from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend
@@ -46,7 +55,35 @@ class TextEncoding:
     texts: tuple[str, ...]
     spans: tuple[tuple[int, int], ...] | None  # char spans (None: explicit phrases)
     plural: np.ndarray  # [P] bool
-    phrase_embed: np.ndarray  # [P, D] float32
+    phrase_embed: np.ndarray | None  # v1: [P, D] float32, each phrase's mean token
+    phrase_tokens: np.ndarray | None = None  # v2: [P, L, C] float32, each phrase's own tokens
+    phrase_token_valid: np.ndarray | None = None  # v2: [P, L] bool
+
+
+@dataclass(frozen=True)
+class ImageEmbeddings:
+    """The image graph's outputs for a batch (or, from `item`, one image without batch axis)."""
+
+    pixel_embed: np.ndarray  # [B, D, h, w]
+    mask_embed: np.ndarray  # [B, Q, D]
+    objects: np.ndarray | None = None  # v2: [B, Q, C] positioned object tokens
+    memory: np.ndarray | None = None  # v2: [B, K, C] positioned memory tokens
+
+    def item(self, i: int) -> ImageEmbeddings:
+        return ImageEmbeddings(*(None if a is None else a[i] for a in (
+            self.pixel_embed, self.mask_embed, self.objects, self.memory)))
+
+
+def gather_phrase_tokens(token_embed: np.ndarray,
+                         spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[T, C] token features, [P, 2] token spans -> each phrase's tokens [P, L, C] (L the
+    longest span) and their validity [P, L], as `groundrt.model.phrase_decoder.phrase_tokens`."""
+    lengths = np.maximum(spans[:, 1] - spans[:, 0], 0)
+    longest = max(1, int(lengths.max()) if len(lengths) else 1)
+    offsets = np.arange(longest)
+    index = np.minimum(spans[:, :1] + offsets, len(token_embed) - 1)
+    return (np.ascontiguousarray(token_embed[index], dtype=np.float32),
+            offsets[None] < lengths[:, None])
 
 
 @dataclass(frozen=True)
@@ -101,6 +138,7 @@ class Grounder:
         self.kernel_threads = kernel_threads
         self.input_shape: tuple[int, int] = input_shape(self.manifest)
         self.grounding: dict = self.manifest["grounding"]
+        self.phrase_queries = has_phrase_decoder(self.manifest)  # network v2
         self.max_phrases = max_phrases
         self.text_cache_size = text_cache_size
         self._text_cache: OrderedDict[tuple, TextEncoding] = OrderedDict()
@@ -108,23 +146,40 @@ class Grounder:
 
     # ----------------------------------------------------------------------------- text
 
-    def encode_text(self, caption: str | None = None,
-                    phrases: Sequence[str] | None = None) -> TextEncoding:
-        """The phrase embeddings of a caption (its noun phrases) or of explicit phrases."""
-        key = (caption, tuple(phrases) if phrases is not None else None)
+    def encode_text(self, caption: str | None = None, phrases: Sequence[str] | None = None,
+                    spans: Sequence[tuple[int, int]] | None = None,
+                    plural: Sequence[bool] | None = None) -> TextEncoding:
+        """The phrase embeddings of a caption (its noun phrases), of explicit phrases, or of
+        given char `spans` of the caption (with their `plural` flags; default: the chunker's
+        reading of each span)."""
+        key = (caption, tuple(phrases) if phrases is not None else None,
+               tuple(map(tuple, spans)) if spans is not None else None,
+               tuple(plural) if plural is not None else None)
         with self._text_lock:
             cached = self._text_cache.get(key)
             if cached is not None:
                 self._text_cache.move_to_end(key)
                 return cached
-            encoding = self._encode_text(caption, phrases)
+            encoding = self._encode_text(caption, phrases, spans, plural)
             self._text_cache[key] = encoding
             if len(self._text_cache) > self.text_cache_size:
                 self._text_cache.popitem(last=False)
             return encoding
 
-    def _encode_text(self, caption: str | None, phrases: Sequence[str] | None) -> TextEncoding:
-        if phrases is not None:
+    def _encode_text(self, caption: str | None, phrases: Sequence[str] | None,
+                     given_spans: Sequence[tuple[int, int]] | None,
+                     given_plural: Sequence[bool] | None) -> TextEncoding:
+        if given_spans is not None:
+            if caption is None or not len(given_spans):
+                raise ValueError("spans need a caption and at least one span")
+            full, char_spans = caption, [(int(a), int(b)) for a, b in given_spans]
+            texts = [caption[a:b] for a, b in char_spans]
+            plural = (list(given_plural) if given_plural is not None else
+                      [any(n.plural for n in noun_phrases(t)) for t in texts])
+            if len(plural) != len(texts):
+                raise ValueError(f"{len(plural)} plural flags for {len(texts)} spans")
+            spans = tuple(char_spans)
+        elif phrases is not None:
             texts = [p.strip() for p in phrases]
             if not texts or any(not t for t in texts):
                 raise ValueError("phrases must be a non-empty list of non-empty strings")
@@ -147,35 +202,42 @@ class Grounder:
                                       "max_phrases")
         encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
         token_embed = self.backend.text(encoding.ids)
+        plural_flags = np.array(plural, dtype=bool)
+        if self.phrase_queries:
+            tokens, valid = gather_phrase_tokens(token_embed, token_spans)
+            return TextEncoding(full, tuple(texts), spans, plural_flags, None, tokens, valid)
         phrase_embed = reference.pool_phrases(token_embed, token_spans).astype(np.float32)
-        return TextEncoding(full, tuple(texts), spans, np.array(plural, dtype=bool),
-                            phrase_embed)
+        return TextEncoding(full, tuple(texts), spans, plural_flags, phrase_embed)
 
     # ---------------------------------------------------------------------------- images
 
     def ground(self, image: ImageInput, caption: str | None = None,
-               phrases: Sequence[str] | None = None, rgb: bool = False) -> GroundingResult:
-        """Masks for the noun phrases of `caption` (or for the explicit `phrases`) in `image`:
-        a BGR numpy array (RGB with rgb=True), a path or encoded bytes."""
-        return self.ground_batch([image], caption, phrases, rgb)[0]
+               phrases: Sequence[str] | None = None, rgb: bool = False,
+               spans: Sequence[tuple[int, int]] | None = None,
+               plural: Sequence[bool] | None = None) -> GroundingResult:
+        """Masks for the noun phrases of `caption` (or for the explicit `phrases`, or for the
+        char `spans` of `caption`) in `image`: a BGR numpy array (RGB with rgb=True), a path or
+        encoded bytes."""
+        return self.ground_batch([image], caption, phrases, rgb, spans, plural)[0]
 
     def ground_batch(self, images: Sequence[ImageInput], caption: str | None = None,
-                     phrases: Sequence[str] | None = None,
-                     rgb: bool = False) -> list[GroundingResult]:
+                     phrases: Sequence[str] | None = None, rgb: bool = False,
+                     spans: Sequence[tuple[int, int]] | None = None,
+                     plural: Sequence[bool] | None = None) -> list[GroundingResult]:
         """`ground` for several images with one caption: one image-graph call for all."""
         start = time.perf_counter()
-        text = self.encode_text(caption, phrases)
+        text = self.encode_text(caption, phrases, spans, plural)
         after_text = time.perf_counter()
         prepared = [self.prepare(image, rgb) for image in images]
         after_pre = time.perf_counter()
         # one image: a view, no copy of its input
         batch = (prepared[0].input[None] if len(prepared) == 1
                  else np.stack([p.input for p in prepared]))
-        pixel_embed, mask_embed = self.infer(batch)
+        embeddings = self.infer(batch)
         after_image = time.perf_counter()
         results = []
         for i, item in enumerate(prepared):
-            result = self.decode(text, item.box, pixel_embed[i], mask_embed[i])
+            result = self.decode(text, item.box, embeddings.item(i))
             result.timings_ms.update(text=(after_text - start) * 1e3,
                                      preprocess=(after_pre - after_text) * 1e3 / len(prepared),
                                      image=(after_image - after_pre) * 1e3 / len(prepared))
@@ -194,36 +256,65 @@ class Grounder:
         return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox,
                                                       self.kernel_threads))
 
-    def infer(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, h, w] prepared inputs -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
-        return self.backend.image(inputs)
+    def infer(self, inputs: np.ndarray) -> ImageEmbeddings:
+        """[B, 3, h, w] prepared inputs -> the image graph's embeddings of each image."""
+        return ImageEmbeddings(*self.backend.image(inputs))
 
-    def decode(self, text: TextEncoding, box: Letterbox, pixel_embed: np.ndarray,
-               mask_embed: np.ndarray) -> GroundingResult:
-        """One image's phrase masks from its embeddings: affinity, then mask decoding."""
+    def decode(self, text: TextEncoding, box: Letterbox,
+               embeddings: ImageEmbeddings) -> GroundingResult:
+        """One image's phrase masks from its embeddings (`ImageEmbeddings.item`): v1 the union
+        of the object masks each phrase selects; v2 each phrase's own kernel (its presence
+        decides whether it is found), the selected objects its instances."""
         g = self.grounding
+        pixel_embed, mask_embed = embeddings.pixel_embed, embeddings.mask_embed
+        timings: dict[str, float] = {}
         tick = time.perf_counter()
-        _, selected = self.postprocess.affinity(text.phrase_embed, mask_embed, g["logit_scale"],
+        found = np.ones(len(text.texts), bool)
+        presence = None
+        phrase_embed = text.phrase_embed
+        if self.phrase_queries:
+            kernels, logits, phrase_embed = (a[0] for a in self.backend.phrase(
+                embeddings.objects[None], embeddings.memory[None], text.phrase_tokens[None],
+                text.phrase_token_valid[None]))
+            presence = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            found = presence > g["presence_threshold"]
+            after_phrase = time.perf_counter()
+            timings["phrase"] = (after_phrase - tick) * 1e3
+            tick = after_phrase
+        _, selected = self.postprocess.affinity(phrase_embed, mask_embed, g["logit_scale"],
                                                 g["affinity_bias"], text.plural,
                                                 g["plural_threshold"])
         after_affinity = time.perf_counter()
         crop_h, crop_w = box.crop_region(g["pixel_stride"])
-        masks, stats = self.postprocess.decode_masks(pixel_embed, mask_embed, selected, crop_h,
-                                                     crop_w, box.height, box.width)
+
+        def decode_rows(embed: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Masks and stats of the unions of `embed`'s rows that `rows` [N, rows] selects."""
+            return self.postprocess.decode_masks(pixel_embed, embed, rows.astype(np.uint8),
+                                                 crop_h, crop_w, box.height, box.width)
+
+        if self.phrase_queries:  # each found phrase decodes its own kernel
+            masks = np.zeros((len(found), box.height, box.width), np.uint8)
+            stats = np.zeros(len(found), dtype=cpu_kernels.STATS_DTYPE)
+            if found.any():
+                masks[found], stats[found] = decode_rows(kernels, np.eye(len(found))[found])
+        else:
+            masks, stats = decode_rows(mask_embed, selected)
         after_decode = time.perf_counter()
 
-        def instances_of(queries: list[int]):
+        def instances_of(p: int, queries: list[int]):
             def decode() -> list[np.ndarray]:
-                one_hot = np.zeros((len(queries), len(mask_embed)), dtype=np.uint8)
-                one_hot[np.arange(len(queries)), queries] = 1
-                found, _ = self.postprocess.decode_masks(pixel_embed, mask_embed, one_hot,
-                                                         crop_h, crop_w, box.height, box.width)
-                return list(found.view(bool))
+                if not queries or not found[p]:
+                    return []
+                one_hot = np.eye(len(mask_embed))[queries]
+                instances = decode_rows(mask_embed, one_hot)[0].view(bool)
+                # v2: an instance is the part of an object's mask inside the phrase's mask
+                return list(instances & masks[p].view(bool) if self.phrase_queries
+                            else instances)
             return decode
 
         phrases = []
         for p, name in enumerate(text.texts):
-            queries = np.flatnonzero(selected[p]).tolist()
+            queries = np.flatnonzero(selected[p]).tolist() if found[p] else []
             s = stats[p]
             phrases.append(PhraseResult(
                 text=name, span=text.spans[p] if text.spans else None,
@@ -231,7 +322,9 @@ class Grounder:
                 score=float(s["score"]), area=int(s["area"]),
                 box=tuple(int(v) for v in s["box"]),
                 centroid=(float(s["centroid"][0]), float(s["centroid"][1])),
-                queries=queries, _instances=instances_of(queries)))
-        return GroundingResult((box.height, box.width), text.caption, phrases, {
-            "affinity": (after_affinity - tick) * 1e3, "decode": (after_decode - after_affinity)
-            * 1e3})
+                queries=queries, found=bool(found[p]),
+                presence=None if presence is None else float(presence[p]),
+                _instances=instances_of(p, queries)))
+        timings.update(affinity=(after_affinity - tick) * 1e3,
+                       decode=(after_decode - after_affinity) * 1e3)
+        return GroundingResult((box.height, box.width), text.caption, phrases, timings)

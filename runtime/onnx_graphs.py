@@ -1,4 +1,5 @@
-"""A package's two graphs in ONNX Runtime: image -> embeddings, token ids -> token features."""
+"""A package's graphs in ONNX Runtime: image -> embeddings, token ids -> token features, and
+(network v2) phrase tokens + image embeddings -> phrase kernels and presence."""
 
 from __future__ import annotations
 
@@ -42,12 +43,27 @@ class OnnxGraphs:
             str(self.folder / graphs["image"][precision]), options, providers=providers)
         self.text_session = ort.InferenceSession(
             str(self.folder / graphs["text"][text_precision]), options, providers=providers)
+        self.phrase_session = None
+        if "phrase" in graphs:  # network v2; the phrase decoder stays float (it is small)
+            self.phrase_session = ort.InferenceSession(
+                str(self.folder / graphs["phrase"]["fp32"]), options, providers=providers)
+        self.image_outputs = [t["name"] for t in self.manifest["io"]["image"]["outputs"]]
 
-    def image(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, S, S] float32 normalized -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])."""
-        pixel_embed, mask_embed = self.image_session.run(["pixel_embed", "mask_embed"],
-                                                         {"image": images})
-        return pixel_embed, mask_embed
+    def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        """[B, 3, S, S] float32 normalized -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])
+        and, for network v2, (objects [B, Q, C], memory [B, K, C])."""
+        return tuple(self.image_session.run(self.image_outputs, {"image": images}))
+
+    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
+               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network v2: -> kernels [B, P, D], presence logits [B, P], phrase_embed [B, P, D]."""
+        if self.phrase_session is None:
+            raise PackageError(f"package {self.folder} has no phrase graph (network v1)")
+        kernels, presence, embed = self.phrase_session.run(
+            ["kernels", "presence", "phrase_embed"],
+            {"objects": objects, "memory": memory, "phrase_tokens": phrase_tokens,
+             "phrase_token_valid": phrase_token_valid})
+        return kernels, presence, embed
 
     def text(self, token_ids: np.ndarray) -> np.ndarray:
         """[T] token ids -> token_embed [T, D]."""

@@ -1,72 +1,113 @@
-"""Predictions of a model package on a PNG split with ONNX Runtime (no PyTorch needed).
+"""Predictions on a PNG split through `Grounder` (the one pipeline every caller uses).
 
-`groundrt predict --model PKG` writes them in the prediction format; the export stage scores
-each precision with `evaluate_graphs`.
+`groundrt predict --model PKG` (or a run folder with `--backend torch`) grounds every narrative
+by the char spans of its annotated phrases and writes the prediction format; for network v2 it
+adds each phrase's `found`, each plural's instance masks, and the answers to the split's absent
+phrases (`groundrt.data.absent`), each image's absent phrases grounded together with its
+grounded phrases as one explicit phrase list. The export stage scores each precision of a
+package with `score_split`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from groundrt.data import PNGDataset
-from groundrt.examples import Example, build_examples
-from groundrt.metric.evaluate import score_masks
-from groundrt.metric.predictions import write_mask_predictions
-from groundrt.model.config import ModelConfig
-from groundrt.package import input_shape
-from groundrt.preprocess import Letterbox, normalize
-from groundrt.runtime import reference
-from groundrt.runtime.onnx_graphs import OnnxGraphs
-from groundrt.runtime.postprocess import Postprocessor
-from groundrt.text.tokenizer import Tokenizer
+from groundrt.data.absent import read_absent
+from groundrt.metric.evaluate import instance_ious, score_masks
+from groundrt.metric.instances import instance_ar
+from groundrt.metric.predictions import PhraseKey, PredictionWriter
+from groundrt.metric.presence import presence_accuracy
+from groundrt.runtime.grounder import Grounder
 
 
-def onnx_predict_masks(graphs: OnnxGraphs, examples: list[Example], batch_size: int = 8,
-                       postprocess: Postprocessor | None = None,
-                       ) -> Iterator[tuple[Example, np.ndarray]]:
-    """For each example, its phrase masks [P, H, W] bool at the original size, decoded by the
-    runtime's post-processing (the native kernels when built, as `Grounder` does)."""
-    postprocess = postprocess or Postprocessor()
-    g = graphs.manifest["grounding"]
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        pixel_embed, mask_embed = graphs.image(np.stack([normalize(e.image) for e in chunk]))
-        for i, example in enumerate(chunk):
-            phrases = reference.pool_phrases(graphs.text(example.tokens), example.spans)
-            _, selected = postprocess.affinity(phrases, mask_embed[i], g["logit_scale"],
-                                               g["affinity_bias"], example.plural,
-                                               g["plural_threshold"])
-            box = Letterbox(example.image.shape[:2], *example.original_size)
-            masks, _ = postprocess.decode_masks(pixel_embed[i], mask_embed[i], selected,
-                                                *box.crop_region(g["pixel_stride"]),
-                                                box.height, box.width)
-            yield example, masks.astype(bool)
+@dataclass
+class NarrativePrediction:
+    """One narrative's grounded phrases, as `Grounder` answered them."""
+
+    image_id: int
+    keys: list[PhraseKey]
+    texts: list[str]
+    masks: list[np.ndarray]  # [H, W] bool per phrase
+    found: list[bool]
+    instances: list[list[np.ndarray]]  # per phrase; filled for plurals (2+ segments)
 
 
-def package_examples(graphs: OnnxGraphs, dataset: PNGDataset,
-                     progress: bool = False) -> list[Example]:
-    """The split's narratives prepared for the package (its input shape and tokenizer)."""
-    manifest = graphs.manifest
-    cfg = ModelConfig.from_json(manifest["model"]["config"])
-    tokenizer = Tokenizer(graphs.folder / manifest["tokenizer"]["file"])
-    return build_examples(dataset, tokenizer, cfg, progress,
-                          input_shape=input_shape(manifest))
+def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
+                       progress: bool = False, images: set[int] | None = None
+                       ) -> Iterator[NarrativePrediction]:
+    """Every narrative (the first `limit`; of `images` only, if given) with grounded phrases,
+    grounded by their spans."""
+    narratives = [(index, phrases) for index, phrases in dataset.phrases_by_narrative().items()
+                  if images is None or phrases[0].image_id in images][:limit]
+    for index, phrases in tqdm(narratives, desc="predict", unit="narrative",
+                               disable=not progress):
+        image_id = phrases[0].image_id
+        result = grounder.ground(dataset.image_path(image_id), dataset.narratives[index].caption,
+                                 spans=[p.char_span for p in phrases],
+                                 plural=[p.plural_flag for p in phrases])
+        yield NarrativePrediction(
+            image_id, [p.key for p in phrases], [p.text for p in phrases],
+            [r.mask for r in result.phrases], [r.found for r in result.phrases],
+            [r.instances if p.is_plural else [] for p, r in zip(phrases, result.phrases,
+                                                                strict=True)])
 
 
-def evaluate_graphs(graphs: OnnxGraphs, dataset: PNGDataset, examples: list[Example]) -> dict:
-    """AR per group and acc@0.5 of the graphs on `examples` of `dataset`."""
-    return score_masks(dataset, onnx_predict_masks(graphs, examples))
+def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
+                 images: set[int] | None = None) -> Iterator[tuple[str, str, bool]]:
+    """(image_id, utterance, found) for the split's absent phrases (of the first `limit`
+    images that have some; of `images` only, if given)."""
+    first_narrative: dict[int, list[str]] = {}
+    for phrases in dataset.phrases_by_narrative().values():
+        first_narrative.setdefault(phrases[0].image_id, [p.text for p in phrases])
+    chosen = [(image_id, absent) for image_id, absent in read_absent(dataset.layout).items()
+              if images is None or int(image_id) in images][:limit]
+    for image_id, absent in chosen:
+        grounded = first_narrative.get(int(image_id), [])
+        result = grounder.ground(dataset.image_path(int(image_id)),
+                                 phrases=grounded + [a.utterance for a in absent])
+        for phrase, answer in zip(absent, result.phrases[len(grounded):], strict=True):
+            yield image_id, phrase.utterance, answer.found
 
 
-def predict_split_with_package(package: str | Path, data: str | Path, split: str,
-                               out: str | Path, precision: str | None = None,
-                               progress: bool = True) -> Path:
-    """`groundrt predict --model PKG`: the package's masks for every grounded phrase."""
-    graphs = OnnxGraphs(package, precision)
+def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
+                progress: bool = False, images: set[int] | None = None) -> dict:
+    """AR per group, acc@0.5 and, for network v2, target / no-target accuracy and instance AR
+    on `dataset` (the first `limit` narratives and images; of `images` only, if given)."""
+    predictions = list(predict_narratives(grounder, dataset, limit, progress, images))
+    report = score_masks(dataset, ((p, p.masks) for p in predictions))
+    report["narratives"] = len(predictions)
+    if grounder.phrase_queries:
+        absent = [found for _, _, found in probe_absent(grounder, dataset, limit, images)]
+        found = [f for p in predictions for f in p.found]
+        accuracy = presence_accuracy(found + absent, [True] * len(found) + [False] * len(absent))
+        report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
+        by_key = {p.key: p for p in dataset.phrases}
+        segment_ious = [instance_ious(dataset, by_key[key], instances)
+                        for p in predictions for key, instances in zip(p.keys, p.instances,
+                                                                       strict=True)
+                        if by_key[key].is_plural]
+        report["instance_ar"] = instance_ar(segment_ious)
+    return report
+
+
+def predict_split(grounder: Grounder, data: str | Path, split: str, out: str | Path,
+                  progress: bool = True) -> Path:
+    """`groundrt predict`: the prediction file of every grounded phrase of a split."""
     dataset = PNGDataset(data, split)
-    examples = package_examples(graphs, dataset, progress)
-    return write_mask_predictions(dataset, onnx_predict_masks(graphs, examples), out,
-                                  len(examples), progress)
+    writer = PredictionWriter(out)
+    v2 = grounder.phrase_queries
+    for p in predict_narratives(grounder, dataset, progress=progress):
+        for key, text, mask, found, instances in zip(p.keys, p.texts, p.masks, p.found,
+                                                     p.instances, strict=True):
+            writer.add_mask(key, mask, text, found if v2 else None,
+                            instances if v2 and instances else None)
+    if v2:
+        for image_id, utterance, found in probe_absent(grounder, dataset):
+            writer.add_absent(image_id, utterance, found)
+    return writer.close()

@@ -34,19 +34,24 @@ class PhraseResult:
     area: int  # pixels
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive); zeros when empty
     centroid: tuple[float, float]  # x, y
-    queries: list[int]  # the mask queries the phrase selected
+    queries: list[int]  # the mask queries (object tokens) the phrase selected: its instances
+    found: bool = True  # network v2: the phrase is in the image (else its mask is empty)
+    presence: float | None = None  # network v2: the presence probability (None: v1 package)
     _instances: Callable[[], list[np.ndarray]] = field(repr=False, default=list)
 
     @property
     def instances(self) -> list[np.ndarray]:
-        """One [H, W] bool mask per selected query (several for a plural), decoded lazily."""
+        """One [H, W] bool mask per selected query (several for a plural), decoded lazily; in
+        a v2 package the part of the query's mask inside the phrase's; none when not found."""
         return self._instances()
 
     def to_json(self, rle: bool = True) -> dict:
         out = {"text": self.text, "span": list(self.span) if self.span else None,
                "plural": self.plural, "score": round(self.score, 6), "area": self.area,
                "box": list(self.box), "centroid": [round(c, 3) for c in self.centroid],
-               "queries": self.queries}
+               "queries": self.queries, "found": self.found}
+        if self.presence is not None:
+            out["presence"] = round(self.presence, 6)
         if rle:
             out["mask"] = encode_rle(self.mask)
         return out

@@ -146,13 +146,13 @@ class Stream:
 
     def _infer(self, item: tuple) -> tuple:
         frame, prompt, prepared = item
-        pixel_embed, mask_embed = self.grounder.infer(prepared.input[None])
-        return frame, prompt, prepared.box, pixel_embed[0], mask_embed[0]
+        embeddings = self.grounder.infer(prepared.input[None])
+        return frame, prompt, prepared.box, embeddings.item(0)
 
     def _decode(self, item: tuple) -> tuple:
-        frame, prompt, box, pixel_embed, mask_embed = item
+        frame, prompt, box, embeddings = item
         text = self.grounder.encode_text(prompt.caption, prompt.phrases)
-        return frame, self.grounder.decode(text, box, pixel_embed, mask_embed)
+        return frame, self.grounder.decode(text, box, embeddings)
 
     def _render(self, item: tuple) -> tuple:
         """Overlay (with the FPS counter) and each sink's rendering."""

@@ -150,6 +150,13 @@ class PNGDataset:
                 f"says {image.width}x{image.height}")
         return ids
 
+    def phrases_by_narrative(self) -> dict[int, list[GroundedPhrase]]:
+        """Grounded phrases by narrative index, in order (narratives without any left out)."""
+        grouped: dict[int, list[GroundedPhrase]] = {}
+        for phrase in self.phrases:
+            grouped.setdefault(phrase.narrative_index, []).append(phrase)
+        return grouped
+
     def phrases_by_image(self) -> dict[int, list[GroundedPhrase]]:
         grouped: dict[int, list[GroundedPhrase]] = {}
         for phrase in self.phrases:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from groundrt.data.dataset import EXCLUSION_REASONS, GroundedPhrase, PNGDataset
 from groundrt.metric.average_recall import accuracy_at, average_recall, soft_iou
+from groundrt.metric.instances import instance_ar, matched_segment_ious
 from groundrt.metric.predictions import PredictionReader
 
 
@@ -30,6 +31,11 @@ class EvalReport:
     missing_predictions: int  # grounded phrases with no entry in the prediction file
     unused_predictions: int  # entries that name no grounded phrase of the split
     groups: list[GroupScore] = field(default_factory=list)
+    # network v2 predictions (None where the file does not carry what they need):
+    target_acc: float | None = None  # grounded phrases answered found
+    no_target_acc: float | None = None  # absent phrases answered not found
+    absent_phrases: int = 0
+    instance_ar: float | None = None  # plurals' segments matched to their instances
 
     def group(self, name: str) -> GroupScore:
         return next(g for g in self.groups if g.name == name)
@@ -49,6 +55,12 @@ class EvalReport:
                      + (f" ({detail})" if detail else ""))
         lines.append(f"phrases without prediction (IoU 0): {self.missing_predictions}; "
                      f"predictions naming no grounded phrase: {self.unused_predictions}")
+        extras = [f"{name} {value:.4f}" for name, value in (
+            ("target accuracy", self.target_acc),
+            (f"no-target accuracy ({self.absent_phrases} absent phrases)", self.no_target_acc),
+            ("instance AR (plurals)", self.instance_ar)) if value is not None]
+        if extras:
+            lines.append("; ".join(extras))
         return "\n".join(lines)
 
 
@@ -72,6 +84,13 @@ def phrase_ious(dataset: PNGDataset, predictions: PredictionReader,
             if pred is not None:
                 ious[index[id(phrase)]] = soft_iou(pred, dataset.gt_mask(panoptic, phrase))
     return ious
+
+
+def instance_ious(dataset: PNGDataset, phrase: GroundedPhrase, instances: list[np.ndarray],
+                  panoptic: np.ndarray | None = None) -> np.ndarray:
+    """[N] IoU of each of a phrase's segments with the instance matched to it (0: none)."""
+    panoptic = dataset.read_panoptic(phrase.image_id) if panoptic is None else panoptic
+    return matched_segment_ious([panoptic == s for s in phrase.segment_ids], instances)
 
 
 def score_masks(dataset: PNGDataset, results: Iterable[tuple[Any, np.ndarray]]) -> dict:
@@ -109,10 +128,25 @@ def evaluate(dataset: PNGDataset, predictions: PredictionReader,
         for name, idx in members.items()
     ]
     keys = {p.key for p in dataset.phrases}
-    return EvalReport(
+    report = EvalReport(
         split=dataset.name, narratives=len(dataset.narratives),
         excluded=dataset.exclusion_counts(),
         missing_predictions=len(keys - predictions.keys()),
         unused_predictions=len(predictions.keys() - keys),
         groups=groups,
     )
+    answers = [predictions.found(p.key) for p in dataset.phrases]
+    if any(a is not None for a in answers):  # a phrase with no answer counts as not found
+        report.target_acc = float(np.mean([a is True for a in answers]))
+    if predictions.absent:
+        report.absent_phrases = len(predictions.absent)
+        report.no_target_acc = float(np.mean([not a["found"] for a in predictions.absent]))
+    if predictions.has_instances():
+        segment_ious = []
+        for phrase in dataset.phrases:
+            if phrase.is_plural:
+                panoptic = dataset.read_panoptic(phrase.image_id)
+                segment_ious.append(instance_ious(
+                    dataset, phrase, predictions.instances(phrase.key, panoptic.shape), panoptic))
+        report.instance_ar = instance_ar(segment_ious)
+    return report

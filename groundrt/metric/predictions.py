@@ -15,20 +15,22 @@ A prediction file is JSON (or a folder holding `predictions.json`)::
 its utterance in the narrative's `segments`. Masks are at the image's original size. A soft map
 is a 16- or 8-bit grayscale PNG (value / 65535 or / 255) or a float `.npy`, its path relative
 to the JSON file. `utterance` is informative. A phrase without a prediction scores IoU 0.
+
+Optional, written by groundrt for network v2 packages and read by `groundrt eval`: a
+prediction's `"found"` (bool: the model says the phrase is in the image) and `"instances"`
+(a list of RLE masks, a plural's instances), and a top-level `"absent"` list of the answers to
+the split's absent phrases, `{"image_id", "utterance", "found"}`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from groundrt.errors import PredictionFormatError
 
@@ -63,10 +65,22 @@ class PredictionWriter:
             self.path = self.path / "predictions.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: list[dict] = []
+        self.absent: list[dict] = []
 
-    def add_mask(self, key: PhraseKey, mask: np.ndarray, utterance: str = "") -> None:
-        self.entries.append({**_key_fields(key), "utterance": utterance,
-                             "rle": encode_rle(mask)})
+    def add_mask(self, key: PhraseKey, mask: np.ndarray, utterance: str = "",
+                 found: bool | None = None,
+                 instances: list[np.ndarray] | None = None) -> None:
+        entry = {**_key_fields(key), "utterance": utterance, "rle": encode_rle(mask)}
+        if found is not None:
+            entry["found"] = bool(found)
+        if instances is not None:
+            entry["instances"] = [encode_rle(m) for m in instances]
+        self.entries.append(entry)
+
+    def add_absent(self, image_id: str, utterance: str, found: bool) -> None:
+        """The answer to an absent phrase (it should not be found)."""
+        self.absent.append({"image_id": str(image_id), "utterance": utterance,
+                            "found": bool(found)})
 
     def add_soft(self, key: PhraseKey, soft: np.ndarray, utterance: str = "") -> None:
         """A soft map [H, W] in [0, 1], stored as a 16-bit PNG (resolution 1/65535)."""
@@ -80,7 +94,8 @@ class PredictionWriter:
     def close(self) -> Path:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "version": VERSION, "predictions": self.entries}, f)
+            json.dump({"format": FORMAT, "version": VERSION, "predictions": self.entries,
+                       **({"absent": self.absent} if self.absent else {})}, f)
         os.replace(tmp, self.path)
         return self.path
 
@@ -122,10 +137,44 @@ class PredictionReader:
             if ("rle" in entry) == ("soft" in entry):
                 raise PredictionFormatError(f"{path}: prediction {key} needs exactly one of "
                                             "'rle' and 'soft'")
+            if "found" in entry and not isinstance(entry["found"], bool):
+                raise PredictionFormatError(f"{path}: prediction {key}: 'found' must be a bool")
+            if not isinstance(entry.get("instances", []), list):
+                raise PredictionFormatError(f"{path}: prediction {key}: 'instances' must be a "
+                                            "list of RLE masks")
             self.entries[key] = entry
+        self.absent: list[dict] = raw.get("absent", [])
+        if not isinstance(self.absent, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("found"), bool) for a in self.absent):
+            raise PredictionFormatError(f"{path}: 'absent' must be a list of "
+                                        "{image_id, utterance, found}")
 
     def keys(self) -> set[PhraseKey]:
         return set(self.entries)
+
+    def found(self, key: PhraseKey) -> bool | None:
+        """The model's presence answer for the phrase (None: not given)."""
+        entry = self.entries.get(key)
+        return None if entry is None else entry.get("found")
+
+    def has_instances(self) -> bool:
+        return any("instances" in e for e in self.entries.values())
+
+    def instances(self, key: PhraseKey, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The phrase's instance masks (none given: [])."""
+        entry = self.entries.get(key) or {}
+        out = []
+        for rle in entry.get("instances", []):
+            try:
+                mask = decode_rle(rle)
+            except Exception as exc:  # pycocotools raises bare exceptions on corrupt counts
+                raise PredictionFormatError(f"{self.path}: an instance of {key} is unreadable: "
+                                            f"{exc!r}") from exc
+            if mask.shape != tuple(shape):
+                raise PredictionFormatError(f"{self.path}: an instance of {key} is not at the "
+                                            "original image size")
+            out.append(mask)
+        return out
 
     def mask(self, key: PhraseKey, shape: tuple[int, int]) -> np.ndarray | None:
         """The phrase's [H, W] map (bool, or float in [0, 1]), checked against `shape`."""
@@ -160,16 +209,3 @@ class PredictionReader:
         if soft.ndim != 2 or not np.all((soft >= 0) & (soft <= 1)):
             raise PredictionFormatError(f"soft map {path} must be [H, W] with values in [0, 1]")
         return soft
-
-
-def write_mask_predictions(dataset: Any, results: Iterable[tuple[Any, np.ndarray]],
-                           out: str | Path, total: int, progress: bool = True) -> Path:
-    """Writes (item, masks [P, H, W]) results as RLE predictions (`item.keys` names the
-    phrases); returns the file written."""
-    texts = {p.key: p.text for p in dataset.phrases}
-    writer = PredictionWriter(out)
-    for example, masks in tqdm(results, total=total, desc="predict", unit="img",
-                               disable=not progress):
-        for key, mask in zip(example.keys, masks, strict=True):
-            writer.add_mask(key, mask, texts[key])
-    return writer.close()

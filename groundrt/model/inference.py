@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from groundrt.data import PNGDataset
-from groundrt.examples import Example, build_examples
-from groundrt.metric.predictions import write_mask_predictions
-from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
+from groundrt.examples import Example
 from groundrt.model.grounding import phrase_mask_logits, select_queries
 from groundrt.model.network import GroundingNet
 from groundrt.preprocess import Letterbox
-from groundrt.text.tokenizer import Tokenizer
 from groundrt.train.batch import collate
 
 
@@ -71,14 +66,3 @@ def predict_masks(model: GroundingNet, examples: list[Example],
     """For each example, the masks [P, H, W] bool of the narrative's grounded phrases."""
     for example, prediction in predict_phrases(model, examples, batch_size):
         yield example, prediction.masks[:len(example.keys)]
-
-
-def predict_split(run: str | Path, data: str | Path, split: str, out: str | Path,
-                  batch_size: int = 16, progress: bool = True) -> Path:
-    """`groundrt predict --model RUN`: a run's masks for every grounded phrase of a split."""
-    run = Path(run)
-    model = load_model(run)
-    dataset = PNGDataset(data, split)
-    examples = build_examples(dataset, Tokenizer(run / TOKENIZER_FILE), model.cfg, progress)
-    return write_mask_predictions(dataset, predict_masks(model, examples, batch_size), out,
-                                  len(examples), progress)

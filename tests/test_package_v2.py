@@ -1,0 +1,133 @@
+"""A network v2 package end to end: three graphs, presence gating, instances, predict + eval."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="building a package needs the [export] extra")
+
+from groundrt.data import PNGDataset  # noqa: E402
+from groundrt.export.package_builder import build_package  # noqa: E402
+from groundrt.model.checkpoint import save_model  # noqa: E402
+from groundrt.model.config import PRESETS  # noqa: E402
+from groundrt.model.network import GroundingNet  # noqa: E402
+from groundrt.package import PackageError, read_manifest  # noqa: E402
+from groundrt.runtime.cli import main  # noqa: E402
+from groundrt.runtime.grounder import Grounder  # noqa: E402
+from groundrt.synth.dataset import synthesize  # noqa: E402
+from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
+
+TINY_V2 = PRESETS["tiny-v2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, "train", 10, seed=5, size=(128, 96), workers=1, progress=False)
+    synthesize(root, "val", 4, seed=6, size=(120, 90), workers=1, progress=False)
+    return root
+
+
+def make_run(root: Path, data: Path, presence_bias: float) -> Path:
+    """A random tiny v2 model whose presence head says `presence_bias` (logit) to everything."""
+    captions = (n.caption for n in PNGDataset(data, "train").narratives)
+    tokenizer = Tokenizer(train_tokenizer(captions, root))
+    torch.manual_seed(0)
+    model = GroundingNet(replace(TINY_V2, vocab_size=tokenizer.vocab_size))
+    with torch.no_grad():
+        model.phrase_decoder.presence_head.weight.zero_()
+        model.phrase_decoder.presence_head.bias.fill_(presence_bias)
+    save_model(root, model)
+    return root
+
+
+@pytest.fixture(scope="module")
+def found_run(tiny_data, tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("found"), tiny_data, 8.0)
+
+
+@pytest.fixture(scope="module")
+def package(found_run, tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pkg") / "pkg"
+    build_package(found_run, tiny_data, out, calibration_count=3, progress=False)
+    return out
+
+
+FRAME = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+PHRASES = ["the sky", "two red circles", "a blue star"]
+
+
+def test_a_v2_package_has_a_phrase_graph_and_scores_presence(package):
+    manifest = read_manifest(package)
+    assert manifest["format_version"] == 2
+    assert manifest["graphs"]["phrase"] == {"fp32": "phrase.onnx"} and "phrase.onnx" in \
+        manifest["files"]
+    assert manifest["grounding"]["presence_threshold"] == 0.5
+    for scores in manifest["accuracy"].values():  # every phrase is answered found here
+        assert scores["target_acc"] == 1.0 and scores["no_target_acc"] == 0.0
+        assert scores["instance_ar"] is None or 0.0 <= scores["instance_ar"] <= 1.0
+
+
+def test_onnx_runtime_and_torch_ground_alike(package, found_run):
+    """The package on ONNX Runtime (fp32) and the run in PyTorch give the same phrases."""
+    ort_result = Grounder(package, backend="onnxruntime", precision="fp32").ground(
+        FRAME, phrases=PHRASES)
+    torch_result = Grounder(found_run, backend="torch").ground(FRAME, phrases=PHRASES)
+    for a, b in zip(ort_result.phrases, torch_result.phrases, strict=True):
+        assert a.found and b.found and a.presence == pytest.approx(b.presence, abs=1e-5)
+        assert np.mean(a.mask != b.mask) < 0.01 and a.queries == b.queries
+    assert "phrase" in ort_result.timings_ms
+
+
+def test_a_phrase_not_found_has_an_empty_mask_and_no_instances(tiny_data, tmp_path):
+    run = make_run(tmp_path / "absent", tiny_data, -8.0)
+    result = Grounder(run, backend="torch").ground(FRAME, "Two red circles on the grass.")
+    assert result.phrases and all(not p.found for p in result.phrases)
+    for p in result.phrases:
+        assert not p.mask.any() and p.area == 0 and p.queries == [] and p.instances == []
+        assert p.presence == pytest.approx(1 / (1 + np.exp(8.0)), rel=1e-4)
+        assert p.to_json(rle=False)["found"] is False
+
+
+def test_instances_lie_inside_the_phrase(package):
+    grounder = Grounder(package, backend="onnxruntime", precision="fp32")
+    result = grounder.ground(FRAME, phrases=PHRASES)
+    for p in result.phrases:
+        assert len(p.instances) == len(p.queries) >= 1
+        for instance in p.instances:
+            assert not (instance & ~p.mask).any()
+
+
+def test_predict_and_eval_report_presence_and_instances(package, tiny_data, tmp_path):
+    pred, report = tmp_path / "pred.json", tmp_path / "report.json"
+    assert main(["predict", "--model", str(package), "--data", str(tiny_data), "--split", "val",
+                 "--out", str(pred), "--quiet"]) == 0
+    raw = json.loads(pred.read_text())
+    absent = json.loads((tiny_data / "absent_val2017.json").read_text())["phrases"]
+    assert len(raw["absent"]) == len(absent) and all(a["found"] for a in raw["absent"])
+    assert all(p["found"] is True for p in raw["predictions"])
+    assert main(["eval", "--pred", str(pred), "--data", str(tiny_data), "--split", "val",
+                 "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    assert scores["target_acc"] == 1.0 and scores["no_target_acc"] == 0.0
+    assert scores["absent_phrases"] == len(absent)
+    plurals = [p for p in PNGDataset(tiny_data, "val").phrases if p.is_plural]
+    if plurals:
+        assert 0.0 <= scores["instance_ar"] <= 1.0
+
+
+def test_a_package_of_an_unknown_format_version_is_refused(package, tmp_path):
+    copy = tmp_path / "future"
+    copy.mkdir()
+    for f in package.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 3
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="format version 3; this groundrt reads versions 1, 2"):
+        Grounder(copy)
