@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--teacher", default=str(ROOT / "runs" / "teacher"))
     parser.add_argument("--camera-model",
                         help="a package built with --input-shape for 4:3 frames: one more row")
+    parser.add_argument("--compare", action="append", default=[],
+                        help="another package timed beside the shipped one (repeatable)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10,
@@ -56,6 +58,8 @@ def main() -> None:
         **({"4:3 package, native kernels": groundrt.Grounder(
             args.camera_model, threads=args.threads, native_kernels=True)}
            if args.camera_model else {}),
+        **{f"{Path(p).name}, native kernels": groundrt.Grounder(
+            p, threads=args.threads, native_kernels=True) for p in args.compare},
         "package, numpy post-processing": groundrt.Grounder(
             args.model, threads=args.threads, native_kernels=False),
         "teacher, PyTorch eager": groundrt.Grounder(

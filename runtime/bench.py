@@ -16,7 +16,7 @@ import numpy as np
 
 from groundrt.runtime.grounder import Grounder
 
-STAGES = ("preprocess", "image", "affinity", "decode", "total")
+STAGES = ("preprocess", "image", "phrase", "affinity", "decode", "total")  # phrase: v2 only
 DEFAULT_CAPTION = ("In this picture we can see two red circles, a blue star, three green "
                    "squares, a small yellow triangle, an orange ring, the sky, the grass and "
                    "the road.")
@@ -53,7 +53,8 @@ def measure_interleaved(grounders: dict[str, Grounder], image: np.ndarray,
             for _ in range(runs // rounds + (block < runs % rounds)):
                 result = grounder.ground(image, caption)
                 for stage in STAGES:
-                    times[name][stage].append(result.timings_ms[stage])
+                    if stage in result.timings_ms:
+                        times[name][stage].append(result.timings_ms[stage])
     return {name: {stage: sorted(v) for stage, v in stages.items()}
             for name, stages in times.items()}
 
@@ -65,7 +66,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def table_row(name: str, times: dict[str, list[float]]) -> str:
     """A markdown row: median / p90 / p99 of each stage."""
     cells = [f"{percentile(t, 0.5):.2f} / {percentile(t, 0.9):.2f} / {percentile(t, 0.99):.2f}"
-             for t in times.values()]
+             if t else "-" for t in times.values()]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 

@@ -292,7 +292,9 @@ class Grounder:
             return self.postprocess.decode_masks(pixel_embed, embed, rows.astype(np.uint8),
                                                  crop_h, crop_w, box.height, box.width)
 
-        if self.phrase_queries:  # each found phrase decodes its own kernel
+        if self.phrase_queries and found.all():  # each phrase decodes its own kernel
+            masks, stats = decode_rows(kernels, np.eye(len(found)))
+        elif self.phrase_queries:  # only the found ones; the others stay empty
             masks = np.zeros((len(found), box.height, box.width), np.uint8)
             stats = np.zeros(len(found), dtype=cpu_kernels.STATS_DTYPE)
             if found.any():
