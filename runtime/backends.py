@@ -33,17 +33,18 @@ class Backend(Protocol):
 
     def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
         """[B, 3, S, S] float32 -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D]) and, for
-        network v2, (objects [B, Q, C], memory [B, K, C])."""
+        network v2, (image_keys, image_values [B, layers, h, N, d])."""
         ...
 
-    def text(self, token_ids: np.ndarray) -> np.ndarray:
-        """[T] token ids -> token features [T, D] (v2: [T, C])."""
+    def text(self, token_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        """[T] token ids -> (token features [T, D]) or, for network v2, (token features
+        [T, C], every phrase-decoder layer's keys and values of every token [T, layers, 2, C])."""
         ...
 
-    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
-               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Network v2: [B, Q, C], [B, K, C], [B, P, L, C], [B, P, L] bool -> kernels [B, P, D],
-        presence logits [B, P], phrase_embed [B, P, D]."""
+    def phrase(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network v2: phrase_mean, own_keys, own_values, own_bias, image_keys, image_values
+        (groundrt.model.phrase_decoder.SplitPhraseDecoder) -> kernels [B, P, D], presence
+        logits [B, P], phrase_embed [B, P, D]."""
         ...
 
 
@@ -80,25 +81,33 @@ class TorchBackend:
         torch.set_num_threads(threads)
         self._torch = torch
         self.model = load_model(folder).eval()
+        # network v2: the phrase decoder split as the package's graphs run it
+        self.split = self.model.split_phrase_decoder() if self.model.phrase_decoder else None
 
     def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+        from groundrt.model.network import image_graph
+
         x = self._torch.from_numpy(images)
         with self._torch.no_grad():
-            if self.model.phrase_decoder is not None:
-                return tuple(v.numpy() for v in self.model.image_graph(x).values())
+            if self.split is not None:
+                return tuple(v.numpy() for v in image_graph(self.model, self.split, x).values())
             return tuple(v.numpy() for v in self.model.image_encoder(x))
 
-    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
-               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        args = (self._torch.from_numpy(a) for a in (objects, memory, phrase_tokens,
-                                                    phrase_token_valid))
-        out = self.model.phrase_graph(*args)
-        return out["kernels"].numpy(), out["presence"].numpy(), out["phrase_embed"].numpy()
+    def text(self, token_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        from groundrt.model.network import text_graph
 
-    def text(self, token_ids: np.ndarray) -> np.ndarray:
         ids = self._torch.from_numpy(np.asarray(token_ids, dtype=np.int64))[None]
         with self._torch.no_grad():
-            return self.model.text_encoder(ids)[0].numpy()
+            if self.split is not None:
+                return tuple(v[0].numpy() for v in text_graph(self.model, self.split,
+                                                              ids).values())
+            return (self.model.text_encoder(ids)[0].numpy(),)
+
+    def phrase(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from groundrt.model.network import phrase_graph
+
+        out = phrase_graph(self.split, *(self._torch.from_numpy(a) for a in inputs))
+        return out["kernels"].numpy(), out["presence"].numpy(), out["phrase_embed"].numpy()
 
 
 def tensorrt_usable(manifest: dict) -> bool:

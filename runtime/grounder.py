@@ -56,8 +56,8 @@ class TextEncoding:
     spans: tuple[tuple[int, int], ...] | None  # char spans (None: explicit phrases)
     plural: np.ndarray  # [P] bool
     phrase_embed: np.ndarray | None  # v1: [P, D] float32, each phrase's mean token
-    phrase_tokens: np.ndarray | None = None  # v2: [P, L, C] float32, each phrase's own tokens
-    phrase_token_valid: np.ndarray | None = None  # v2: [P, L] bool
+    # v2: the text half of the phrase graph's inputs (`phrase_inputs`)
+    phrase_inputs: tuple[np.ndarray, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,24 +66,36 @@ class ImageEmbeddings:
 
     pixel_embed: np.ndarray  # [B, D, h, w]
     mask_embed: np.ndarray  # [B, Q, D]
-    objects: np.ndarray | None = None  # v2: [B, Q, C] positioned object tokens
-    memory: np.ndarray | None = None  # v2: [B, K, C] positioned memory tokens
+    image_keys: np.ndarray | None = None  # v2: [B, layers, h, N, d] for the phrase decoder
+    image_values: np.ndarray | None = None  # v2: [B, layers, h, N, d]
 
     def item(self, i: int) -> ImageEmbeddings:
         return ImageEmbeddings(*(None if a is None else a[i] for a in (
-            self.pixel_embed, self.mask_embed, self.objects, self.memory)))
+            self.pixel_embed, self.mask_embed, self.image_keys, self.image_values)))
 
 
-def gather_phrase_tokens(token_embed: np.ndarray,
-                         spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[T, C] token features, [P, 2] token spans -> each phrase's tokens [P, L, C] (L the
-    longest span) and their validity [P, L], as `groundrt.model.phrase_decoder.phrase_tokens`."""
+MASKED = -1e4  # the own-token bias of a padding slot (groundrt.model.phrase_decoder.MASKED)
+
+
+def phrase_inputs(token_embed: np.ndarray, token_kv: np.ndarray, spans: np.ndarray,
+                  heads: int) -> tuple[np.ndarray, ...]:
+    """The text half of the v2 phrase graph's inputs, from the text graph's outputs
+    token_embed [T, C] and token_kv [T, layers, 2, C] and the phrases' token spans [P, 2]:
+    phrase_mean [P, C], own_keys and own_values [P, layers, heads, L, C / heads] (L the longest
+    span) and own_bias [P, L] (0 inside a phrase, MASKED after its end), as
+    `groundrt.model.phrase_decoder` gathers a phrase's own tokens."""
     lengths = np.maximum(spans[:, 1] - spans[:, 0], 0)
     longest = max(1, int(lengths.max()) if len(lengths) else 1)
     offsets = np.arange(longest)
+    valid = offsets[None] < lengths[:, None]  # [P, L]
     index = np.minimum(spans[:, :1] + offsets, len(token_embed) - 1)
-    return (np.ascontiguousarray(token_embed[index], dtype=np.float32),
-            offsets[None] < lengths[:, None])
+    weights = valid / np.maximum(lengths, 1)[:, None]
+    phrase_mean = np.einsum("pl,plc->pc", weights, token_embed[index]).astype(np.float32)
+    p, layers = len(spans), token_kv.shape[1]
+    own = token_kv[index].reshape(p, longest, layers, 2, heads, -1)  # [P, L, layers, 2, h, d]
+    own = np.ascontiguousarray(own.transpose(3, 0, 2, 4, 1, 5), dtype=np.float32)
+    bias = np.where(valid, 0.0, MASKED).astype(np.float32)
+    return phrase_mean, own[0], own[1], bias
 
 
 @dataclass(frozen=True)
@@ -201,11 +213,13 @@ class Grounder:
                                       f"of {self.max_phrases}: split the caption or raise "
                                       "max_phrases")
         encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
-        token_embed = self.backend.text(encoding.ids)
+        token_outputs = self.backend.text(encoding.ids)
         plural_flags = np.array(plural, dtype=bool)
         if self.phrase_queries:
-            tokens, valid = gather_phrase_tokens(token_embed, token_spans)
-            return TextEncoding(full, tuple(texts), spans, plural_flags, None, tokens, valid)
+            heads = int(self.manifest["model"]["config"]["phrase_heads"])
+            inputs = phrase_inputs(*token_outputs, token_spans, heads)
+            return TextEncoding(full, tuple(texts), spans, plural_flags, None, inputs)
+        token_embed = token_outputs[0]
         phrase_embed = reference.pool_phrases(token_embed, token_spans).astype(np.float32)
         return TextEncoding(full, tuple(texts), spans, plural_flags, phrase_embed)
 
@@ -274,8 +288,8 @@ class Grounder:
         phrase_embed = text.phrase_embed
         if self.phrase_queries:
             kernels, logits, phrase_embed = (a[0] for a in self.backend.phrase(
-                embeddings.objects[None], embeddings.memory[None], text.phrase_tokens[None],
-                text.phrase_token_valid[None]))
+                *(a[None] for a in text.phrase_inputs), embeddings.image_keys[None],
+                embeddings.image_values[None]))
             presence = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
             found = presence > g["presence_threshold"]
             after_phrase = time.perf_counter()

@@ -47,25 +47,29 @@ class OnnxGraphs:
         if "phrase" in graphs:  # network v2; the phrase decoder stays float (it is small)
             self.phrase_session = ort.InferenceSession(
                 str(self.folder / graphs["phrase"]["fp32"]), options, providers=providers)
-        self.image_outputs = [t["name"] for t in self.manifest["io"]["image"]["outputs"]]
+        io = self.manifest["io"]
+        self.image_outputs = [t["name"] for t in io["image"]["outputs"]]
+        self.text_outputs = [t["name"] for t in io["text"]["outputs"]]
+        self.phrase_inputs = [t["name"] for t in io.get("phrase", {}).get("inputs", [])]
 
     def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
         """[B, 3, S, S] float32 normalized -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])
-        and, for network v2, (objects [B, Q, C], memory [B, K, C])."""
+        and, for network v2, (image_keys, image_values [B, layers, h, N, d])."""
         return tuple(self.image_session.run(self.image_outputs, {"image": images}))
 
-    def phrase(self, objects: np.ndarray, memory: np.ndarray, phrase_tokens: np.ndarray,
-               phrase_token_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Network v2: -> kernels [B, P, D], presence logits [B, P], phrase_embed [B, P, D]."""
+    def phrase(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Network v2: the phrase graph's inputs in the manifest's order -> kernels [B, P, D],
+        presence logits [B, P], phrase_embed [B, P, D]."""
         if self.phrase_session is None:
             raise PackageError(f"package {self.folder} has no phrase graph (network v1)")
         kernels, presence, embed = self.phrase_session.run(
             ["kernels", "presence", "phrase_embed"],
-            {"objects": objects, "memory": memory, "phrase_tokens": phrase_tokens,
-             "phrase_token_valid": phrase_token_valid})
+            dict(zip(self.phrase_inputs, inputs, strict=True)))
         return kernels, presence, embed
 
-    def text(self, token_ids: np.ndarray) -> np.ndarray:
-        """[T] token ids -> token_embed [T, D]."""
+    def text(self, token_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        """[T] token ids -> (token_embed [T, D]) or, for network v2, (token_embed [T, C],
+        token_kv [T, layers, 2, C])."""
         ids = np.asarray(token_ids, dtype=np.int32)[None]
-        return self.text_session.run(["token_embed"], {"token_ids": ids})[0][0]
+        return tuple(out[0] for out in self.text_session.run(self.text_outputs,
+                                                             {"token_ids": ids}))

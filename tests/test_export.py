@@ -127,11 +127,14 @@ def test_onnx_export_of_network_v2(tmp_path, input_shape):
     assert [o.name for o in image.get_outputs()] == [t["name"] for t in io["image"]["outputs"]]
     assert [list(o.shape[1:]) for o in outputs] == [t["shape"][1:] for t in io["image"]["outputs"]]
     phrase = ort.InferenceSession(str(paths["phrase"]), providers=["CPUExecutionProvider"])
+    layers, heads, d = cfg.phrase_layers, cfg.phrase_heads, cfg.query_dim // cfg.phrase_heads
     for batch, phrases, tokens in ((1, 1, 1), (3, 7, 5)):
+        own = np.ones((batch, phrases, layers, heads, tokens, d), np.float32)
         kernels, presence, embed = phrase.run(None, {
-            "objects": outputs[2][:batch], "memory": outputs[3][:batch],
-            "phrase_tokens": np.ones((batch, phrases, tokens, cfg.query_dim), np.float32),
-            "phrase_token_valid": np.ones((batch, phrases, tokens), bool)})
+            "phrase_mean": np.ones((batch, phrases, cfg.query_dim), np.float32),
+            "own_keys": own, "own_values": own,
+            "own_bias": np.zeros((batch, phrases, tokens), np.float32),
+            "image_keys": outputs[2][:batch], "image_values": outputs[3][:batch]})
         assert kernels.shape == embed.shape == (batch, phrases, cfg.embed_dim)
         assert presence.shape == (batch, phrases)
 

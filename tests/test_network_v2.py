@@ -163,3 +163,31 @@ def test_instance_ar_matches_segments_one_to_one():
     pooled = [matched_segment_ious([a, b], [half_b]), matched_segment_ious([a], [a])]
     assert instance_ar(pooled) == pytest.approx(average_recall(np.array([0.0, 0.5, 1.0])))
     assert instance_ar([]) is None
+
+
+def test_the_split_decoder_and_the_runtime_gather_compute_the_trained_decoder():
+    """Inference splits the phrase decoder (text projections cached per caption, image
+    projections once per frame, numpy gathering each phrase's own tokens): the same kernels,
+    presence and phrase embeddings as the training-time forward pass."""
+    from groundrt.model.network import image_graph, phrase_graph, text_graph
+    from groundrt.runtime.grounder import phrase_inputs
+
+    torch.manual_seed(1)
+    cfg = PRESETS["tiny-v2"]
+    net = GroundingNet(cfg).eval()
+    split = net.split_phrase_decoder()
+    image = torch.randn(1, 3, cfg.input_size, cfg.input_size)
+    tokens = torch.randint(4, cfg.vocab_size, (1, 14))
+    spans = torch.tensor([[[1, 4], [4, 5], [6, 12]]])
+    with torch.no_grad():
+        want = net(image, tokens, torch.zeros(1, 14, dtype=torch.bool), spans)
+        image_out = image_graph(net, split, image)
+        text_out = text_graph(net, split, tokens)
+        text_half = phrase_inputs(text_out["token_embed"][0].numpy(),
+                                  text_out["token_kv"][0].numpy(), spans[0].numpy(),
+                                  cfg.phrase_heads)
+        got = phrase_graph(split, *(torch.from_numpy(a[None]) for a in text_half),
+                           image_out["image_keys"], image_out["image_values"])
+    torch.testing.assert_close(got["kernels"], want.phrase_kernels[-1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["presence"], want.presence[-1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["phrase_embed"], want.phrase_embed, atol=1e-5, rtol=1e-4)

@@ -19,6 +19,7 @@ from groundrt.model.grounding import mask_logits, mask_phrase_affinity
 from groundrt.model.image_encoder import ImageEncoder
 from groundrt.model.phrase_decoder import (
     PhraseDecoder,
+    SplitPhraseDecoder,
     object_centroids,
     phrase_padding_of,
     phrase_tokens,
@@ -82,39 +83,48 @@ class GroundingNet(nn.Module):
         return GroundingOutput(pixel_embed, mask_embed, phrase_embed, affinity, query_logits,
                                kernels, presence)
 
-    # The graphs of a v2 package (export/onnx_export.py) and the torch backend run these.
+    # The graphs of a v2 package (export/onnx_export.py) and the torch backend run these, on a
+    # SplitPhraseDecoder of this network (`split_phrase_decoder()`, a snapshot of its weights).
 
-    @torch.no_grad()
-    def image_graph(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """v2 image path: pixel_embed [B, D, h, w], mask_embed [B, Q, D], objects [B, Q, C]
-        (positioned object tokens) and memory [B, K, C] (positioned memory tokens)."""
-        features = self.image_encoder.features(image)
-        return image_outputs(self.phrase_decoder, features.pixel_embed, features.mask_embed,
-                             features.object_tokens, features.memory_tokens)
-
-    @torch.no_grad()
-    def phrase_graph(self, objects: torch.Tensor, memory: torch.Tensor,
-                     phrase_tokens: torch.Tensor, phrase_token_valid: torch.Tensor
-                     ) -> dict[str, torch.Tensor]:
-        return phrase_outputs(self.phrase_decoder, objects, memory, phrase_tokens,
-                              phrase_token_valid)
+    def split_phrase_decoder(self) -> SplitPhraseDecoder:
+        return SplitPhraseDecoder(self.phrase_decoder).eval()
 
 
-def image_outputs(decoder: PhraseDecoder, pixel_embed: torch.Tensor, mask_embed: torch.Tensor,
+def image_outputs(split: SplitPhraseDecoder, pixel_embed: torch.Tensor, mask_embed: torch.Tensor,
                   object_tokens: torch.Tensor, memory_tokens: torch.Tensor
                   ) -> dict[str, torch.Tensor]:
-    """What a v2 image graph returns, from the image encoder's features."""
+    """What a v2 image graph returns, from the image encoder's features: pixel_embed,
+    mask_embed and every phrase-decoder layer's image keys and values [B, layers, h, N, d]."""
     centroids = object_centroids(mask_logits(mask_embed, pixel_embed))
-    return {"pixel_embed": pixel_embed, "mask_embed": mask_embed,
-            "objects": decoder.objects(object_tokens, centroids), "memory": memory_tokens}
+    keys, values = split.image_kv(split.decoder.objects(object_tokens, centroids), memory_tokens)
+    return {"pixel_embed": pixel_embed, "mask_embed": mask_embed, "image_keys": keys,
+            "image_values": values}
 
 
-def phrase_outputs(decoder: PhraseDecoder, objects: torch.Tensor, memory: torch.Tensor,
-                   phrase_tokens: torch.Tensor, phrase_token_valid: torch.Tensor
-                   ) -> dict[str, torch.Tensor]:
-    """The v2 phrase decoder on one caption's phrases, no padding: phrase_tokens [B, P, L, C],
-    phrase_token_valid [B, P, L] bool -> kernels [B, P, D], presence [B, P] (logits),
-    phrase_embed [B, P, D] (for the affinity with mask_embed)."""
-    decoded = decoder(phrase_tokens, phrase_token_valid, None, objects, memory)
-    return {"kernels": decoded.kernels[-1], "presence": decoded.presence[-1],
-            "phrase_embed": decoded.phrase_embed}
+def text_outputs(split: SplitPhraseDecoder, token_embed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a v2 text graph returns: token features [1, T, C] and every layer's keys and values
+    of every token [1, T, layers, 2, C]."""
+    return {"token_embed": token_embed, "token_kv": split.token_kv(token_embed)}
+
+
+@torch.no_grad()
+def image_graph(model: GroundingNet, split: SplitPhraseDecoder,
+                image: torch.Tensor) -> dict[str, torch.Tensor]:
+    features = model.image_encoder.features(image)
+    return image_outputs(split, features.pixel_embed, features.mask_embed,
+                         features.object_tokens, features.memory_tokens)
+
+
+@torch.no_grad()
+def text_graph(model: GroundingNet, split: SplitPhraseDecoder,
+               token_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    return text_outputs(split, model.text_encoder(token_ids))
+
+
+@torch.no_grad()
+def phrase_graph(split: SplitPhraseDecoder, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """phrase_mean, own_keys, own_values, own_bias, image_keys, image_values (see
+    SplitPhraseDecoder) -> kernels [B, P, D], presence [B, P] (logits), phrase_embed [B, P, D]
+    (for the affinity with mask_embed)."""
+    kernels, presence, embed = split(*inputs)
+    return {"kernels": kernels, "presence": presence, "phrase_embed": embed}

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from groundrt.model.config import ModelConfig
@@ -152,3 +153,91 @@ def phrase_padding_of(spans: torch.Tensor) -> torch.Tensor:
 
 
 
+
+
+class SplitPhraseDecoder(nn.Module):
+    """The trained PhraseDecoder split by what each part depends on, for inference (the
+    package's graphs and the torch backend): the same arithmetic (tests compare the two), with
+    every projection of text moved to the text path (cached per caption) and every projection
+    of the image moved to the image path (once per frame), so the per-frame phrase graph only
+    attends.
+
+    * `token_kv(token_feats [B, T, C])` -> [B, T, layers, 2, C]: each layer's keys and values
+      of every token (the runtime gathers each phrase's own tokens from them);
+    * `image_kv(objects [B, Q, C], memory [B, K, C])` -> keys, values [B, layers, h, N, d]
+      (N = Q + K);
+    * `forward(phrase_mean [B, P, C], own_keys, own_values [B, P, layers, h, L, d], own_bias
+      [B, P, L] (0 for a phrase's tokens, MASKED for padding), image_keys, image_values)` ->
+      kernels [B, P, D], presence [B, P], phrase_embed [B, P, D], after the last layer.
+    """
+
+    def __init__(self, decoder: PhraseDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+        first = decoder.layers[0]
+        self.heads = first.cross_attn.heads
+        self.dim = first.cross_attn.query.in_features
+        self.head_dim = self.dim // self.heads
+        self.text_kv = _stacked([layer.cross_attn.text_kv for layer in decoder.layers])
+        self.image_kv_proj = _stacked([layer.cross_attn.image_kv for layer in decoder.layers])
+
+    def token_kv(self, token_feats: torch.Tensor) -> torch.Tensor:
+        b, t, _ = token_feats.shape
+        return self.text_kv(token_feats).view(b, t, len(self.decoder.layers), 2, self.dim)
+
+    def image_kv(self, objects: torch.Tensor,
+                 memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = torch.cat([objects, memory], 1)
+        b, n, _ = shared.shape
+        kv = self.image_kv_proj(shared).view(b, n, len(self.decoder.layers), 2, self.heads,
+                                             self.head_dim)
+        kv = kv.permute(3, 0, 2, 4, 1, 5)  # [2, B, layers, h, N, d]
+        return kv[0], kv[1]
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, P, C] -> [B, h, P, d]."""
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, h, P, d] -> [B, P, C]."""
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.dim)
+
+    def forward(self, phrase_mean: torch.Tensor, own_keys: torch.Tensor,
+                own_values: torch.Tensor, own_bias: torch.Tensor, image_keys: torch.Tensor,
+                image_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        decoder = self.decoder
+        scale = 1.0 / math.sqrt(self.head_dim)
+        x = phrase_mean + decoder.start
+        bias = own_bias.unsqueeze(2).unsqueeze(3)  # [B, P, 1, 1, L]
+        for i, layer in enumerate(decoder.layers):
+            h = layer.norm_self(x)
+            attn = layer.self_attn
+            q, k, v = (self._heads(t) for t in F.linear(h, attn.in_proj_weight,
+                                                         attn.in_proj_bias).chunk(3, -1))
+            mixed = torch.softmax((q * scale) @ k.transpose(-1, -2), -1) @ v
+            x = x + attn.out_proj(self._merge(mixed))
+            cross = layer.cross_attn
+            q = self._heads(cross.query(layer.norm_cross(x))) * scale  # [B, h, P, d]
+            # own tokens: per phrase [B, P, h, 1, d] @ [B, P, h, d, L] -> [B, P, h, 1, L]
+            q_own = q.transpose(1, 2).unsqueeze(3)
+            s_own = q_own @ own_keys[:, :, i].transpose(-1, -2) + bias
+            s_img = (q @ image_keys[:, i].transpose(-1, -2)).transpose(1, 2).unsqueeze(3)
+            weights = torch.cat([s_own, s_img], -1).softmax(-1)  # [B, P, h, 1, L + N]
+            length = own_keys.shape[-2]
+            w_own, w_img = weights[..., :length], weights[..., length:]
+            mixed = (w_own @ own_values[:, :, i]).squeeze(3)  # [B, P, h, d]
+            mixed = mixed + (w_img.squeeze(3).transpose(1, 2) @ image_values[:, i]).transpose(1, 2)
+            x = x + cross.out(mixed.reshape(x.shape))
+            x = x + layer.mlp(layer.norm_mlp(x))
+        state = decoder.norm(x)
+        return (decoder.kernel_head(state), decoder.presence_head(state).squeeze(-1),
+                decoder.affinity_head(state))
+
+
+def _stacked(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing several Linears of the same input, their outputs concatenated."""
+    out = nn.Linear(linears[0].in_features, sum(lin.out_features for lin in linears))
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([lin.weight for lin in linears]))
+        out.bias.copy_(torch.cat([lin.bias for lin in linears]))
+    return out
