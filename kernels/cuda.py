@@ -57,6 +57,10 @@ class Launch:
     shared: int = 0
 
 
+FATBIN_HINT = ("reinstall groundrt where nvcc is found ($CUDA_HOME/bin, PATH or /usr/local/cuda; "
+               f"`pip install .`), or build it in a checkout with `{BUILD_COMMAND}`")
+
+
 def fatbin_path() -> Path:
     """Where the fatbin is expected: $GROUNDRT_KERNELS_FATBIN, else kernels/lib/."""
     override = os.environ.get(FATBIN_ENV)
@@ -103,8 +107,8 @@ class CudaKernels:
         path = Path(fatbin) if fatbin is not None else fatbin_path()
         if not path.is_file():
             raise KernelsNotBuiltError(
-                f"the CUDA kernels {path} do not exist: build them on a machine with nvcc from "
-                f"the repository root with `{BUILD_COMMAND}` (or point ${FATBIN_ENV} at one)")
+                f"the CUDA kernels {path} do not exist: {FATBIN_HINT} (or point ${FATBIN_ENV} "
+                "at one)")
         import pycuda.driver as cuda
 
         cuda.init()

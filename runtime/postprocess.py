@@ -19,6 +19,15 @@ from groundrt.preprocess import resize_region
 from groundrt.runtime import reference
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()  # each fallback reason is logged once per process
+
+
+def warn_fallback(reason: str) -> None:
+    """One warning per reason: the numpy path runs, and how to get the native one."""
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning("%s; using the slower numpy path (`groundrt info` shows the kernels' state)",
+                    reason)
 
 
 def numpy_affinity(phrase_embed: np.ndarray, mask_embed: np.ndarray, logit_scale: float,
@@ -58,12 +67,10 @@ class Postprocessor:
             self.kernels = CudaKernels(stream=stream)
             native = True
         elif native is None:
-            try:
-                cpu_kernels.library()
-                native = True
-            except cpu_kernels.KernelsNotBuiltError as exc:
-                log.warning("%s; using the slower numpy post-processing", exc)
-                native = False
+            reason = cpu_kernels.problem()  # missing, or there but not loadable here
+            if reason is not None:
+                warn_fallback(reason)
+            native = reason is None
         elif native:
             cpu_kernels.library()  # raises KernelsNotBuiltError with the build command
         self.native = native

@@ -7,6 +7,7 @@ tests cover the GPU's arithmetic too; the GPU itself is tested when pycuda and a
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -21,6 +22,15 @@ from groundrt.runtime import reference
 NEAR = 1e-4  # pixels whose reference logit is this close to the threshold may differ
 SASS_ARCHITECTURES = {75, 86, 87, 89, 90}
 PTX_ARCHITECTURE = 90
+# CI sets it (.ci/run): there the build must have made the library, so a skip is a failure
+REQUIRE_NATIVE_ENV = "GROUNDRT_REQUIRE_NATIVE"
+
+
+def skip_unless_required(reason: str) -> None:
+    if os.environ.get(REQUIRE_NATIVE_ENV) == "1":
+        pytest.fail(f"{reason} (${REQUIRE_NATIVE_ENV}=1: the native kernels should have been "
+                    "built by the install)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,7 @@ def lib():
     try:
         return cpu.library()
     except cpu.KernelsNotBuiltError as error:
-        pytest.skip(str(error))
+        skip_unless_required(str(error))
 
 
 # ---- float64 reference ----------------------------------------------------------------------
@@ -372,8 +382,20 @@ def test_bad_arguments(lib) -> None:
 
 def test_missing_library_says_how_to_build(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv(cpu.LIB_ENV, str(tmp_path / "libnothing.so"))
-    with pytest.raises(cpu.KernelsNotBuiltError, match="cmake --build build/cmake"):
+    with pytest.raises(cpu.KernelsNotBuiltError, match="pip install .*cmake --build build/cmake"):
         cpu.affinity(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), 1, 0, [0], 0.5)
+    assert not cpu.is_usable() and "does not exist" in cpu.problem()
+
+
+def test_library_that_does_not_load_is_not_built(monkeypatch, tmp_path) -> None:
+    """A file that is no library for this machine (as an .so of another architecture is):
+    KernelsNotBuiltError naming the file and the cause, not an OSError."""
+    fake = tmp_path / cpu.LIB_NAME
+    fake.write_bytes(b"\x7fELF" + bytes(60))  # an ELF header of no known machine
+    monkeypatch.setenv(cpu.LIB_ENV, str(fake))
+    with pytest.raises(cpu.KernelsNotBuiltError, match="exists but cannot be loaded"):
+        cpu.library()
+    assert not cpu.is_usable()
 
 
 # ---- the CUDA fatbin ------------------------------------------------------------------------
