@@ -7,7 +7,8 @@
 The library is looked up at `$GROUNDRT_KERNELS_LIB`, else in `lib/` next to this module: where
 `pip install .` (a wheel), `pip install -e .` and an in-tree CMake build put it. A library that
 is missing, does not load (built for another architecture, a missing dependency) or has another
-ABI raises KernelsNotBuiltError, which the runtime turns into its numpy fallback and one warning. `stats` is a structured array with the C struct's layout (STATS_DTYPE):
+ABI raises KernelsNotBuiltError, which the runtime turns into its numpy fallback and one warning.
+`stats` is a structured array with the C struct's layout (STATS_DTYPE):
 area int64, box int32 [4] (x0, y0, x1, y1; x1/y1 exclusive), centroid float64 [2] (x, y),
 score float64 (mean sigmoid of the logits over the mask).
 """

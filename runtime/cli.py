@@ -202,7 +202,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if save_video:
         sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads,
+                        device=args.device, ort_provider=args.ort_provider)
     grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
     captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
                              watch=args.caption_file,
@@ -239,7 +240,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     image = (cv2.resize(load_image(args.image), (width, height)) if args.image
              else sample_image(width, height))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads,
+                        device=args.device, ort_provider=args.ort_provider)
     caption = args.caption or DEFAULT_CAPTION
     phrases = len(grounder.encode_text(caption).texts)
     times = measure(grounder, image, caption, args.runs)
@@ -260,6 +262,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps({"package": package, "environment": env}, indent=2) if args.json
           else format_info(package, env))
     return 0
+
+
+def _device(text: str) -> str:
+    from groundrt.runtime.backends import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _input_shape(text: str) -> tuple[int, int]:
@@ -301,13 +313,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
 
 def _add_model_arguments(parser: argparse.ArgumentParser, threads: int, threads_help: str,
                          kernel_threads: int, kernel_threads_help: str) -> None:
-    """--model, --backend, --precision, --threads, --kernel-threads: the Grounder a command
-    builds."""
+    """--model, --backend, --precision, --device, --ort-provider, --threads, --kernel-threads:
+    the Grounder a command builds."""
     parser.add_argument("--model", help="model package (default: the shipped one)")
     parser.add_argument("--backend", default="auto",
                         choices=["auto", "onnxruntime", "tensorrt", "torch"])
     parser.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
                         help="the image graph (default: the package's)")
+    parser.add_argument("--device", default="cpu", type=_device,
+                        help="cpu, cuda or cuda:N: ONNX Runtime's CUDA execution provider "
+                        "(onnxruntime-gpu) and the CUDA mask kernels (default: cpu)")
+    parser.add_argument("--ort-provider", choices=["cuda", "tensorrt"],
+                        help="on a GPU device: ONNX Runtime's CUDA provider (default) or its "
+                        "TensorRT provider")
     parser.add_argument("--threads", type=int, default=threads, help=threads_help)
     parser.add_argument("--kernel-threads", type=int, default=kernel_threads,
                         help=kernel_threads_help)
