@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
   groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
   groundrt run --source "shots/*.jpg" --phrases "the sky; two blue squares" --save annotated/
   groundrt run --source rtsp://cam.local/stream --caption-file caption.txt --json live.jsonl
+  groundrt run --source csi://0 --caption "a red circle" --device cuda --json live.jsonl
   echo "a yellow star" | groundrt run --source 0 --caption "the grass" --stdin-captions --show
 
 The caption can change while a stream runs: a new line on stdin (--stdin-captions) or a new
@@ -386,7 +387,9 @@ text in --caption-file takes effect on the next frame read. Cameras and streams 
 The last line sums up: frames read, processed, dropped; latency p50/p99; FPS.""",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     rn.add_argument("--source", required=True, help="an image, a folder or glob of images, a "
-                    "video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// URL")
+                    "video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// URL, a "
+                    "Jetson CSI camera (csi://0) or a GStreamer pipeline (gst:\"PIPELINE\"; "
+                    "both need OpenCV with GStreamer)")
     what = rn.add_mutually_exclusive_group()
     what.add_argument("--caption", help="ground the noun phrases of this caption")
     what.add_argument("--phrases", help='explicit phrases separated by ";": "a; b"')
