@@ -16,6 +16,7 @@ Q/DQ graph TensorRT runs in INT8) where the package has it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -132,6 +133,10 @@ class OnnxRuntimeBackend:
                 f"{', '.join(available)}): {ORT_GPU_HINT}")
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
+        if on_gpu and hasattr(ort, "preload_dlls"):  # ONNX Runtime >= 1.21
+            # the CUDA / cuDNN libraries of pip's nvidia-* wheels (PyTorch's), where installed
+            with contextlib.suppress(Exception):
+                ort.preload_dlls()
         if on_gpu and precision is None:
             precision = default_gpu_precision(manifest, ort_provider)
         self.graphs = OnnxGraphs(folder, precision, threads, providers, manifest)

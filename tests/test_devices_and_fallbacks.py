@@ -249,3 +249,36 @@ def test_fp16_graph_keeps_fp32_io_and_the_outputs(tmp_path):
         errors = max_abs_errors(runs[1], runs[0])
         scale = max(float(np.abs(v).max()) for v in runs[0].values())
         assert set(errors) == set(runs[0]) and max(errors.values()) < 0.02 * scale, errors
+
+
+# ---- on a GPU (benchmarks/gpu_checks.sh runs these; skipped on a CPU machine) ------------------
+
+
+def mean_iou(a, b) -> float:
+    ious = []
+    for p, q in zip(a.phrases, b.phrases, strict=True):
+        union = (p.mask | q.mask).sum()
+        ious.append(1.0 if union == 0 else (p.mask & q.mask).sum() / union)
+    return float(np.mean(ious))
+
+
+@pytest.mark.skipif(not HAS_CUDA_EP, reason="ONNX Runtime has no CUDA provider here "
+                    "(onnxruntime-gpu and a GPU are needed)")
+def test_onnxruntime_on_cuda_matches_the_cpu(image):
+    gpu = groundrt.Grounder(backend="onnxruntime", device="cuda", precision="fp32")
+    assert gpu.backend.graphs.image_session.get_providers()[0] == CUDA_EP
+    cpu_path = groundrt.Grounder(backend="onnxruntime", precision="fp32")
+    for picture in (image, image[::-1].copy()):
+        assert mean_iou(gpu.ground(picture, DEFAULT_CAPTION),
+                        cpu_path.ground(picture, DEFAULT_CAPTION)) >= 0.99
+    # shared by threads on the GPU: the results of one thread
+    expected = gpu.ground(image, DEFAULT_CAPTION)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(gpu.ground(image, DEFAULT_CAPTION)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(same_results(r, expected) for r in results)
+    print(f"mask decoding on the GPU: {gpu.postprocess.on_gpu}")

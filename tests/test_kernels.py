@@ -476,3 +476,36 @@ def test_gpu_matches_cpu(lib, gpu, case: tuple) -> None:
         for field in ("area", "box", "centroid"):
             np.testing.assert_array_equal(got_stats[field], want_stats[field])
         np.testing.assert_allclose(got_stats["score"], want_stats["score"], rtol=0, atol=1e-6)
+
+
+def test_gpu_kernels_shared_by_threads_match_cpu(lib, gpu) -> None:
+    """One CudaKernels from 4 threads at once (each gets its own stream and buffers in the
+    primary context): every result equals the CPU library's."""
+    import threading
+
+    cases = CASES[1:]
+    expected = []
+    for case in cases:
+        num_phrases, num_queries, dim, h, w, crop_h, crop_w, height, width = case
+        rng = np.random.default_rng(sum(case[:5]))
+        pixel, mask_embed, selected = embeddings(rng, num_phrases, num_queries, dim, h, w)
+        args = (pixel, mask_embed, selected, crop_h, crop_w, height, width)
+        expected.append((args, cpu.decode_masks(*args)[0]))
+    failures: list = []
+
+    def work(offset: int) -> None:
+        try:
+            for n in range(3 * len(cases)):
+                args, want = expected[(n + offset) % len(cases)]
+                got, _ = gpu.decode_masks(*args)
+                if not np.array_equal(got, want):
+                    failures.append((offset, n))
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
