@@ -6,8 +6,9 @@
 
 numpy in, numpy out (same shapes, dtypes and STATS_DTYPE as cpu.py); decode_masks also takes
 pixel_embed as a DeviceTensor (kernels/device_buffers.py: an engine output, read in place). Safe
-from several threads at once: each thread has its own stream, device buffers (allocated once,
-reused while large enough) and pinned host staging; the context policy is cuda_context.py's.
+from several threads at once: each call takes a stream with its device buffers (allocated once,
+reused while large enough) and pinned host staging from a pool; the context policy is
+cuda_context.py's.
 pycuda is imported by CudaKernels, so this module imports without it. The launch geometry
 (`*_launch`) is pure Python, shared with benchmarks/kernels_gpu.py (which drives the same
 kernels with cupy).
@@ -15,9 +16,11 @@ kernels with cupy).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,9 +110,9 @@ def finalize_launch(num_phrases: int) -> Launch:
     return Launch((-(-num_phrases // FINALIZE_BLOCK), 1, 1), (FINALIZE_BLOCK, 1, 1))
 
 
-class _ThreadState:
-    """One thread's stream, device scratch buffers (by name, grown on demand) and pinned host
-    staging: concurrent calls from several threads never share them."""
+class _CallState:
+    """A stream, device scratch buffers (by name, grown on demand) and pinned host staging, lent
+    to one call at a time: concurrent calls never share one."""
 
     def __init__(self, cuda: Any, stream: Any = None) -> None:
         self.cuda = cuda
@@ -152,9 +155,10 @@ def device_pixel_embed(pixel_embed: DeviceTensor, mask_embed: np.ndarray) -> Non
 
 class CudaKernels:
     """The fatbin's kernels in the device's primary context (kernels/cuda_context.py), callable
-    from any number of threads: the module is loaded once, each thread gets its own stream,
-    device buffers and pinned host staging. `stream` (optional) is used by the creating
-    thread only."""
+    from any number of threads: the module is loaded once; each call takes a stream with its
+    device buffers and pinned host staging from a pool (a new one when all are in use), so
+    concurrent calls never share one and nothing is tied to a thread that may end. `stream`
+    (optional) is the first one of the pool."""
 
     def __init__(self, fatbin: str | Path | None = None, stream: Any = None,
                  device: int = 0) -> None:
@@ -165,7 +169,8 @@ class CudaKernels:
                 "at one)")
         self._cuda = driver()
         self.device = device
-        self._local = threading.local()
+        self._free: list[_CallState] = []
+        self._lock = threading.Lock()
         with gpu_context(device):
             self._module = self._cuda.module_from_file(str(path))
             self._functions = {}
@@ -174,21 +179,23 @@ class CudaKernels:
                 function.prepare(signature)
                 self._functions[name] = function
             if stream is not None:
-                self._local.state = _ThreadState(self._cuda, stream)
+                self._free.append(_CallState(self._cuda, stream))
 
-    def _state(self) -> _ThreadState:
-        """This thread's stream and buffers (call with the context current)."""
-        state = getattr(self._local, "state", None)
-        if state is None:
-            state = self._local.state = _ThreadState(self._cuda)
-        return state
-
-    @property
-    def stream(self) -> Any:
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[_CallState]:
+        """A stream and buffers for one call, with the context current."""
         with gpu_context(self.device):
-            return self._state().stream
+            with self._lock:
+                state = self._free.pop() if self._free else None
+            if state is None:
+                state = _CallState(self._cuda)
+            try:
+                yield state
+            finally:
+                with self._lock:
+                    self._free.append(state)
 
-    def _launch(self, state: _ThreadState, name: str, launch: Launch, *args: Any) -> None:
+    def _launch(self, state: _CallState, name: str, launch: Launch, *args: Any) -> None:
         self._functions[name].prepared_async_call(launch.grid, launch.block, state.stream, *args,
                                                   shared_size=launch.shared)
 
@@ -201,8 +208,7 @@ class CudaKernels:
         shape = (num_phrases, num_queries)
         if num_phrases * num_queries == 0:
             return np.empty(shape, np.float32), np.empty(shape, np.uint8)
-        with gpu_context(self.device):
-            state = self._state()
+        with self._state() as state:
             args = (state.upload("phrase", phrase), state.upload("mask", masks),
                     np.int32(num_phrases), np.int32(num_queries), np.int32(dim),
                     np.float32(logit_scale), np.float32(bias), state.upload("plural", plural_u8),
@@ -239,8 +245,7 @@ class CudaKernels:
             return np.empty(shape, np.uint8), np.empty(num_phrases, STATS_DTYPE)
         dim, h, w = pixel.shape
         rows, cols = region(h, w, crop_h, crop_w)
-        with gpu_context(self.device):
-            state = self._state()
+        with self._state() as state:
             logits = state.buffer("logits", 4 * num_phrases * rows * cols)
             acc = state.buffer("stats_acc", STATS_ACC_BYTES * num_phrases)
             device_masks = state.buffer("masks", int(np.prod(shape)))

@@ -16,9 +16,10 @@ Rules every GPU user in groundrt follows (runtime/tensorrt_backend.py, kernels/c
 * one pycuda Context object per device and process (the retained primary context), pushed in
   every thread: pycuda frees an allocation or a stream without switching contexts only when
   the freeing thread has this same object current;
-* streams, execution contexts and scratch buffers belong to one thread (threading.local);
-  what crosses threads (an engine output handed to the decoding thread) is owned by a pool that
-  is released without CUDA calls.
+* streams, execution contexts and scratch buffers are used by one call at a time (a lock, or a
+  pool they are lent from), never tied to a thread that may end; what crosses threads (an
+  engine output handed to the decoding thread) is owned by a pool and goes back to it without
+  a CUDA call.
 The context is released at interpreter exit. pycuda is imported on first use, so this module
 imports without it.
 """

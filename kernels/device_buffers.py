@@ -120,7 +120,7 @@ class DeviceTensor:
 
 class PinnedBuffers:
     """Page-locked host arrays by name, reallocated only when a larger one is asked for
-    (call with the device's context current; one instance per thread)."""
+    (call with the device's context current; used by one call at a time)."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}

@@ -76,8 +76,9 @@ class Grounder:
     """Grounds noun phrases of captions in images with a model package.
 
     model: a package folder (default: the shipped INT8 student), or a training run folder
-        with backend="torch". backend: "auto" (TensorRT where the package has engines and
-        TensorRT + pycuda are installed, else ONNX Runtime), "onnxruntime", "tensorrt", "torch".
+        with backend="torch". backend: "auto" (TensorRT where the package has engines that run
+        here, else ONNX Runtime on `device`, else on the CPU: each step down is one
+        BackendFallbackWarning naming why), "onnxruntime", "tensorrt", "torch".
     precision: the image graph ("int8-cpu", "int8-trt", "fp32"; default: the package's).
     native_kernels: None = the C++ kernels (letterbox, affinity, decoding) when built, else
         OpenCV and numpy; True requires them.
@@ -90,10 +91,10 @@ class Grounder:
 
     Thread safety: one Grounder may be shared by several threads (as `groundrt run`'s stages
     share one): the caption cache is locked, ONNX Runtime sessions take concurrent runs, the CPU
-    kernels keep no state between calls, the CUDA kernels keep a stream and buffers per thread,
+    kernels keep no state between calls, the CUDA kernels lend each call a stream and buffers,
     and each TensorRT engine runs one call at a time (a lock) in the device's primary context,
     made current in the calling thread (groundrt/kernels/cuda_context.py). Results are the same
-    as from one thread (tests/test_grounder.py).
+    as from one thread (tests/test_devices_and_fallbacks.py).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",

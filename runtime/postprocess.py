@@ -58,7 +58,7 @@ class Postprocessor:
     given a CUDA device index (`cuda_device`: the TensorRT backend's, or ONNX Runtime's on a
     GPU), the CUDA kernels on that device where they and pycuda are there (else the CPU path,
     with one warning). The CPU kernels decode phrases on up to `threads` threads. Safe to call
-    from several threads (the CUDA kernels keep per-thread streams and buffers)."""
+    from several threads (the CUDA kernels lend each call its own stream and buffers)."""
 
     def __init__(self, native: bool | None = None, cuda_device: int | None = None,
                  threads: int = 1) -> None:
