@@ -249,7 +249,7 @@ class CudaKernels:
             logits = state.buffer("logits", 4 * num_phrases * rows * cols)
             acc = state.buffer("stats_acc", STATS_ACC_BYTES * num_phrases)
             device_masks = state.buffer("masks", int(np.prod(shape)))
-            pixel_ptr = (np.uintp(pixel.ptr) if on_device else state.upload("pixel", pixel))
+            pixel_ptr = pixel.ptr if on_device else state.upload("pixel", pixel)
             self._launch(state, "grt_phrase_logits_kernel",
                          logits_launch(rows, cols, num_phrases), pixel_ptr, np.int32(dim),
                          np.int32(h), np.int32(w), np.int32(rows), np.int32(cols),
