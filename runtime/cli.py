@@ -133,12 +133,12 @@ def _cmd_export_package(args: argparse.Namespace) -> int:
 
 def _cmd_export_engine(args: argparse.Namespace) -> int:
     from groundrt.export.engine import build_package_engines
+    from groundrt.runtime.info import format_engine
 
     records = build_package_engines(args.package, args.precision, args.workspace,
                                     max_batch=args.max_batch)
     for record in records:
-        print(f"built {record['file']} (TensorRT {record['tensorrt']}, {record['gpu']}, "
-              f"sm {record['compute_capability']})")
+        print(f"built {format_engine(record)}, checked against {record['checked_against']}")
     return 0
 
 
