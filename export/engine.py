@@ -148,8 +148,13 @@ def fp16_graph(fp32_path: str | Path, out_path: str | Path) -> Path:
     """An fp16 copy of an fp32 ONNX graph whose inputs and outputs stay fp32 (so the runtime and
     the mask kernels see the same tensors), written atomically: what a strongly typed TensorRT
     network builds in FP16. Needs onnx (ONNX Runtime ships the converter)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ModuleNotFoundError as exc:
+        raise EngineBuildError(f"an fp16 engine is built from an fp16 graph, and converting "
+                               f"{Path(fp32_path).name} needs {exc.name}: pip install "
+                               "'groundrt[gpu]' (or pip install onnx)") from exc
 
     out_path = Path(out_path)
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
