@@ -4,16 +4,26 @@
 #
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]        # default: $OUT, else gpu_checks/
 #
-# Needs Python 3.11+ (-P keeps the source tree off sys.path), kernels/lib/ built (cmake, see the
-# README), numpy, OpenCV, pytest, CuPy and nvcc there,
-# and pycuda's sdist and pure-Python dependencies in build/device_wheels/ (fetched beforehand on
-# a machine with PyPI by `bash benchmarks/gpu_checks.sh --download`). Steps:
+# Needs Python 3.11+ (-P keeps the source tree off sys.path), numpy, OpenCV, pytest, CuPy and
+# nvcc there, and in build/device_wheels/ what the machine cannot fetch: pycuda's sdist and
+# pure-Python dependencies, onnxruntime-gpu and the runtime's other wheels (sentencepiece,
+# pycocotools, tqdm, flatbuffers), fetched beforehand on a machine with PyPI by
+# `bash benchmarks/gpu_checks.sh --download`. Steps:
 #   1. the device, driver and library versions;
-#   2. the fatbin loads (else it is rebuilt with this machine's nvcc, and the log says so);
+#   2. the CPU library (built if missing) and the fatbin (rebuilt with this machine's nvcc if it
+#      does not load, and the log says so);
 #   3. benchmarks/kernels_gpu.py: every kernel output against the CPU library, kernel times and
 #      achieved bandwidth (cupy) -> kernels_gpu.json;
 #   4. pycuda built from its sdist, then the GPU tests of tests/test_kernels.py, which drive the
-#      runtime's own launcher (groundrt.kernels.cuda.CudaKernels) -> pytest_gpu.txt.
+#      runtime's own launcher (groundrt.kernels.cuda.CudaKernels), from one and from 4 threads
+#      -> pytest_gpu.txt;
+#   5. onnxruntime-gpu and the runtime's wheels installed beside the image's packages; the GPU
+#      tests of tests/test_devices_and_fallbacks.py (ONNX Runtime's CUDA provider against the
+#      CPU, a Grounder shared by threads on the GPU) -> pytest_ort_gpu.txt;
+#   6. `groundrt run` on the sample video with --device cuda and on the CPU, the masks compared
+#      (benchmarks/compare_runs.py: mean IoU >= 0.99) -> run_*.jsonl, compare.txt;
+#   7. per-stage latency, `groundrt bench` on the GPU and on the CPU -> bench_*.txt.
+# TensorRT itself is not on these machines: its backend and engine builds are not run here.
 # Each step logs and goes on when an earlier one fails; the exit status is the worst step's.
 set -u
 WHEELS=build/device_wheels
@@ -26,7 +36,12 @@ if [[ "${1:-}" == "--download" ]]; then  # on a machine with PyPI: what the devi
   for py in 3.10 3.11 3.12 3.13; do  # the compiled dependencies, for whichever Python is there
     "$PY" -m pip download -q -d "$WHEELS" --only-binary :all: --python-version "$py" \
       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 markupsafe siphash24
+    "$PY" -m pip download -q -d "$WHEELS" --no-deps --only-binary :all: --python-version "$py" \
+      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+      --platform manylinux_2_17_x86_64 onnxruntime-gpu sentencepiece pycocotools
   done
+  "$PY" -m pip download -q -d "$WHEELS" --no-deps --only-binary :all: tqdm flatbuffers coloredlogs \
+    humanfriendly
   exit 0
 fi
 
@@ -101,6 +116,43 @@ step "GPU tests (pycuda, the runtime's CudaKernels)"
 "$PY" -P -m pytest -q -p no:cacheprovider tests/test_kernels.py -k "gpu or fatbin" -rs \
   2>&1 | tee "$OUT_DIR/pytest_gpu.txt" | tail -15
 [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "GPU tests"
+
+step "onnxruntime-gpu and the runtime's wheels"
+ORT_SITE=$(mktemp -d)  # first on the path: it shadows a CPU-only onnxruntime of the image
+"$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" --target "$ORT_SITE" \
+  onnxruntime-gpu sentencepiece pycocotools tqdm flatbuffers coloredlogs humanfriendly \
+  || fail "onnxruntime-gpu install"
+export PYTHONPATH="$ORT_SITE:$PYTHONPATH"
+"$PY" -P -c "
+import onnxruntime as ort
+print('onnxruntime', ort.__version__, ort.get_available_providers())
+assert 'CUDAExecutionProvider' in ort.get_available_providers()" || fail "onnxruntime-gpu import"
+
+step "GPU tests (ONNX Runtime's CUDA provider, a Grounder shared by threads)"
+"$PY" -P -m pytest -q -p no:cacheprovider tests/test_devices_and_fallbacks.py -rs -s \
+  2>&1 | tee "$OUT_DIR/pytest_ort_gpu.txt" | tail -15
+[[ ${PIPESTATUS[0]} -eq 0 ]] || fail "ONNX Runtime GPU tests"
+
+step "groundrt run on the sample video: --device cuda against the CPU"
+GROUNDRT=("$PY" -P -m groundrt.runtime.cli)
+CAPTION="In this picture we can see a red circle, two blue squares and a yellow star on the grass under the sky."
+"${GROUNDRT[@]}" data video --out "$OUT_DIR/sample.mp4" > /dev/null || fail "sample video"
+for where in cuda cpu; do
+  "${GROUNDRT[@]}" run --source "$OUT_DIR/sample.mp4" --caption "$CAPTION" --backend onnxruntime \
+    --precision fp32 --device "$where" --json "$OUT_DIR/run_$where.jsonl" --quiet \
+    2>&1 | tee "$OUT_DIR/run_$where.txt" | tail -3
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "groundrt run --device $where"
+done
+"$PY" -P benchmarks/compare_runs.py "$OUT_DIR/run_cuda.jsonl" "$OUT_DIR/run_cpu.jsonl" \
+  --min-mean-iou 0.99 | tee "$OUT_DIR/compare.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || fail "GPU masks against the CPU's"
+
+step "per-stage latency (groundrt bench, 640x480, 8 phrases)"
+for where in cuda cpu; do
+  "${GROUNDRT[@]}" bench --backend onnxruntime --precision fp32 --device "$where" --runs 200 \
+    2>&1 | tee "$OUT_DIR/bench_$where.txt" | tail -4
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || fail "groundrt bench --device $where"
+done
 
 step "done: status $status"
 exit $status

@@ -5,9 +5,15 @@ Written against the TensorRT 10.x and 11.x Python APIs:
 * INT8 is explicit quantization only: the S8S8 Q/DQ graph (`*.int8.trt.onnx`) is built as a
   strongly typed network, which takes every precision from the graph (no INT8 builder flag,
   no calibrator: TensorRT 11 removed both).
-* FP16 from an fp32 graph: TensorRT 10 builds a weakly typed network with `BuilderFlag.FP16`;
-  TensorRT 11 removed that flag (weak typing is gone), so it builds FP16 only from a graph
-  that already holds fp16 tensors (ModelOpt AutoCast), and refuses an fp32 one.
+* FP16: TensorRT 11 removed `BuilderFlag.FP16` (weak typing is gone), so FP16 comes from a
+  graph that holds fp16 tensors: `fp16_graph` converts a package's fp32 graph (ONNX Runtime's
+  float16 converter, inputs and outputs kept fp32) into `<stem>.fp16.onnx`, named in the
+  manifest, and every network is built strongly typed (TensorRT 10 opts in; 11 always is).
+  One path for both versions.
+* Each plan is checked at build time against the ONNX graph it came from (the fp32 graph for
+  an fp16 plan), both run on one sample scene and caption (ONNX Runtime on the CPU for the
+  graph): the largest absolute difference per output goes into the engine record
+  (`max_abs_error`, with `checked_against`).
 * A plan runs only under the TensorRT version and on the GPU that built it: the manifest
   records both (`tensorrt`, `gpu`, `compute_capability`), `check_engine_record` compares them.
 
@@ -23,11 +29,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from groundrt.errors import GroundrtError
-from groundrt.package import read_manifest, write_manifest
+from groundrt.package import input_shape, read_manifest, write_manifest
 
 PRECISIONS = ("int8", "fp16", "fp32")
 TIMING_CACHE_FILE = "timing.cache"
+MAX_PHRASES, PHRASES_OPT, PHRASE_TOKENS_OPT = 64, 8, 4  # v2 phrase graph
 TOKENS_OPT = 32
 MANIFEST_OWN_KEYS = ("format", "format_version", "producer", "files")
 
@@ -127,18 +136,33 @@ def check_engine_record(record: dict, platform: dict, package: str | Path | None
 # building one plan
 
 
-def _weak_fp16_available(trt: Any) -> bool:
-    """TensorRT 10 has BuilderFlag.FP16 (weak typing); TensorRT 11 removed it."""
-    return hasattr(trt.BuilderFlag, "FP16")
-
-
-def _network_flags(trt: Any, strongly_typed: bool) -> int:
-    flags = 0
+def _network_flags(trt: Any) -> int:
+    """Strongly typed: every precision comes from the graph's own types."""
     creation = trt.NetworkDefinitionCreationFlag
-    if strongly_typed and hasattr(creation, "STRONGLY_TYPED"):
+    if hasattr(creation, "STRONGLY_TYPED"):
         # TensorRT 10: opt in; TensorRT 11: deprecated and ignored (always strongly typed)
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    return flags
+        return 1 << int(creation.STRONGLY_TYPED)
+    return 0
+
+
+def fp16_graph(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """An fp16 copy of an fp32 ONNX graph whose inputs and outputs stay fp32 (so the runtime and
+    the mask kernels see the same tensors), written atomically: what a strongly typed TensorRT
+    network builds in FP16. Needs onnx (ONNX Runtime ships the converter)."""
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ModuleNotFoundError as exc:
+        raise EngineBuildError(f"an fp16 engine is built from an fp16 graph, and converting "
+                               f"{Path(fp32_path).name} needs {exc.name}: pip install "
+                               "'groundrt[gpu]' (or pip install onnx)") from exc
+
+    out_path = Path(out_path)
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, out_path)
+    return out_path
 
 
 def _parser_errors(parser: Any) -> list[str]:
@@ -237,23 +261,20 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, precision: str,
 
     logger = logger or trt.Logger(trt.Logger.WARNING)
     gpu, capability = gpu_properties()
-    weak_fp16 = precision == "fp16" and _weak_fp16_available(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, strongly_typed=not weak_fp16))
+    network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         listed = "\n".join(f"  - {e}" for e in _parser_errors(parser)) or "  (no parser errors)"
         raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}:\n{listed}")
-    if precision == "fp16" and not weak_fp16 and not _network_has_fp16(trt, network):
+    if precision == "fp16" and not _network_has_fp16(trt, network):
         raise EngineBuildError(
-            f"TensorRT {trt.__version__} builds strongly typed networks only (BuilderFlag.FP16 "
-            f"was removed in TensorRT 11), and {onnx_path.name} holds no fp16 tensors: convert "
-            "it to fp16 first (python -m modelopt.onnx.autocast --onnx_path ...) or build fp32")
+            f"groundrt builds strongly typed networks (TensorRT 11 has no other kind), and "
+            f"{onnx_path.name} holds no fp16 tensors: convert it first "
+            "(groundrt.export.engine.fp16_graph) or build fp32")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if weak_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
 
     profile, dynamic = builder.create_optimization_profile(), False
     for i in range(network.num_inputs):
@@ -304,13 +325,17 @@ def _check_qdq_rules(onnx_path: Path) -> None:
 
 def profile_shapes(manifest: dict, graph: str, max_batch: int = 1) -> Shapes:
     """(min, opt, max) shapes for each input of `graph` with dynamic axes: "batch" runs
-    1..max_batch (opt 1), "tokens" 1..tokenizer max_tokens (opt 32 or less)."""
+    1..max_batch (opt 1), "tokens" 1..tokenizer max_tokens (opt 32 or less); the v2 phrase
+    graph's "phrases" 1..MAX_PHRASES (the Grounder's default limit; opt 8) and
+    "phrase_tokens" 1..max_tokens (opt 4)."""
     if max_batch < 1:
         raise EngineBuildError(f"max_batch must be at least 1, got {max_batch}")
     max_tokens = int(manifest.get("tokenizer", {}).get("max_tokens", 0) or 0)
     ranges = {"batch": (1, 1, max_batch)}
     if max_tokens >= 1:
         ranges["tokens"] = (1, min(TOKENS_OPT, max_tokens), max_tokens)
+        ranges["phrase_tokens"] = (1, min(PHRASE_TOKENS_OPT, max_tokens), max_tokens)
+    ranges["phrases"] = (1, PHRASES_OPT, MAX_PHRASES)
     shapes: Shapes = {}
     for tensor in manifest["io"][graph]["inputs"]:
         if all(isinstance(d, int) for d in tensor["shape"]):
@@ -332,8 +357,9 @@ def profile_shapes(manifest: dict, graph: str, max_batch: int = 1) -> Shapes:
     return shapes
 
 
-def _pick_graph(graphs: dict, graph: str, precision: str, fp16_ok: bool) -> tuple[str, str]:
-    """(ONNX file, engine precision) for one graph of a package built at `precision`."""
+def _pick_graph(graphs: dict, graph: str, precision: str) -> tuple[str, str]:
+    """(ONNX file, engine precision) for one graph of a package built at `precision`; an fp16
+    engine starts from the fp32 file (converted by fp16_graph before the build)."""
     files = graphs[graph]
     if precision == "int8" and "int8-trt" in files:
         return files["int8-trt"], "int8"
@@ -343,43 +369,99 @@ def _pick_graph(graphs: dict, graph: str, precision: str, fp16_ok: bool) -> tupl
     if "fp32" not in files:
         raise EngineBuildError(f"the package has no fp32 {graph} graph to build from "
                                f"(it has {', '.join(files) or 'none'})")
-    wanted = "fp16" if precision in ("int8", "fp16") else "fp32"
-    if wanted == "fp16" and not fp16_ok:
-        warnings.warn(f"this TensorRT has no FP16 builder flag (TensorRT 11): building the "
-                      f"{graph} graph fp32", stacklevel=3)
-        wanted = "fp32"
-    return files["fp32"], wanted
+    return files["fp32"], "fp16" if precision in ("int8", "fp16") else "fp32"
+
+
+def sample_feeds(folder: Path, manifest: dict, graph: str) -> dict[str, np.ndarray]:
+    """One input per graph: for a model package (its manifest has an `input` entry) the first
+    committed sample scene letterboxed (image) and the bench caption tokenized (text); for a
+    bare graph seeded random values at the profile's opt shape (ids 0..7)."""
+    if "input" in manifest and graph == "image":
+        from groundrt.preprocess import Letterbox, letterbox_input
+        from groundrt.runtime.bench import sample_image
+
+        image = sample_image()
+        box = Letterbox(input_shape(manifest), *image.shape[:2])
+        return {"image": letterbox_input(image, box, False)[None]}
+    if "input" in manifest and graph == "text":
+        from groundrt.runtime.bench import DEFAULT_CAPTION
+        from groundrt.text.tokenizer import Tokenizer
+
+        tokenizer = manifest["tokenizer"]
+        ids = Tokenizer(folder / tokenizer["file"], tokenizer["max_tokens"]).encode(
+            DEFAULT_CAPTION).ids
+        (spec,) = manifest["io"]["text"]["inputs"]
+        return {spec["name"]: np.asarray(ids, dtype=spec["dtype"])[None]}
+    rng = np.random.default_rng(0)
+    shapes = profile_shapes(manifest, graph)
+    feeds = {}
+    for spec in manifest["io"][graph]["inputs"]:
+        name, dtype = spec["name"], np.dtype(spec["dtype"])
+        shape = shapes[name][1] if name in shapes else tuple(spec["shape"])
+        feeds[name] = (rng.integers(0, 8, shape).astype(dtype) if dtype.kind in "iu"
+                       else rng.standard_normal(shape).astype(dtype))
+    return feeds
+
+
+def max_abs_errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per output name: max |got - want| (float64; inf where the shapes differ)."""
+    errors = {}
+    for name, expected in want.items():
+        actual = np.asarray(got[name], dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        errors[name] = (float(np.abs(actual - expected).max()) if actual.shape == expected.shape
+                        else float("inf"))
+    return errors
+
+
+def check_plan(plan: Path, onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, float]:
+    """The plan and its ONNX graph (ONNX Runtime, CPU) on the same inputs: max abs error per
+    output."""
+    import onnxruntime as ort
+    import tensorrt as trt
+
+    from groundrt.runtime.tensorrt_backend import TrtEngine
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    want = dict(zip(names, session.run(names, feeds), strict=True))
+    return max_abs_errors(TrtEngine(plan, trt)(feeds), want)
 
 
 def build_package_engines(package_dir: str | Path, precision: str = "int8",
                           workspace_mb: int = 1024, max_batch: int = 1) -> list[dict]:
-    """Builds one plan per graph of the package, `{graph}.{precision}.engine`, and rewrites the
-    manifest with their records (replacing earlier engines of the same graphs).
+    """Builds one plan per graph of the package, `{graph}.{precision}.engine`, checks each
+    against its ONNX graph (`max_abs_error` in its record) and rewrites the manifest with
+    their records (replacing earlier engines of the same graphs).
 
     int8: the image graph from its "int8-trt" Q/DQ file, the text graph (fp32 only) as fp16;
-    fp16: both from fp32 files as fp16; fp32: both fp32. A timing cache `timing.cache` is kept
-    in the package folder (not named in the manifest) and shared by the builds.
+    fp16: both from fp16 graphs converted from the fp32 ones (`{stem}.fp16.onnx`, named in the
+    manifest's graphs as "fp16"); fp32: both fp32. A timing cache `timing.cache` is kept in the
+    package folder (not named in the manifest) and shared by the builds.
     """
     if precision not in PRECISIONS:
         raise EngineBuildError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     folder = Path(package_dir)
     manifest = read_manifest(folder)
-    plans = []
-    for graph in manifest["graphs"]:
-        plans.append((graph, profile_shapes(manifest, graph, max_batch)))
+    graphs = {graph: dict(files) for graph, files in manifest["graphs"].items()}
+    plans = [(graph, profile_shapes(manifest, graph, max_batch)) for graph in graphs]
 
-    import tensorrt as trt
-
-    fp16_ok = _weak_fp16_available(trt)
     records = []
     for graph, shapes in plans:
-        onnx_file, engine_precision = _pick_graph(manifest["graphs"], graph, precision, fp16_ok)
+        onnx_file, engine_precision = _pick_graph(graphs, graph, precision)
+        reference = folder / onnx_file
+        if engine_precision == "fp16":
+            fp16_name = onnx_file.removesuffix(".onnx") + ".fp16.onnx"
+            fp16_graph(reference, folder / fp16_name)
+            graphs[graph]["fp16"] = onnx_file = fp16_name
         plan_name = f"{graph}.{engine_precision}.engine"
         record = build_engine(folder / onnx_file, folder / plan_name, engine_precision,
                               workspace_mb=workspace_mb, timing_cache=folder / TIMING_CACHE_FILE,
                               shapes=shapes)
+        errors = check_plan(folder / plan_name, reference, sample_feeds(folder, manifest, graph))
         records.append({"file": record["file"], "graph": graph,
-                        **{k: v for k, v in record.items() if k != "file"}})
+                        **{k: v for k, v in record.items() if k != "file"},
+                        "max_abs_error": errors, "checked_against": reference.name})
 
     built = {r["graph"] for r in records}
     new_files = {r["file"] for r in records}
@@ -387,6 +469,7 @@ def build_package_engines(package_dir: str | Path, precision: str = "int8",
     for engine in manifest.get("engines", []):
         (replaced if engine.get("graph") in built else kept).append(engine)
     updated = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    updated["graphs"] = graphs
     updated["engines"] = kept + records
     write_manifest(folder, updated)
     still_named = new_files | {e["file"] for e in kept}

@@ -4,8 +4,11 @@
     masks, stats = decode_masks(pixel_embed, mask_embed, selected, crop_h, crop_w, height, width)
     model_input = letterbox(image_bgr, (h, w), inner_h, inner_w, pad, table)
 
-The library is looked up at `$GROUNDRT_KERNELS_LIB`, else in `lib/` next to this module (where
-the CMake build puts it). `stats` is a structured array with the C struct's layout (STATS_DTYPE):
+The library is looked up at `$GROUNDRT_KERNELS_LIB`, else in `lib/` next to this module: where
+`pip install .` (a wheel), `pip install -e .` and an in-tree CMake build put it. A library that
+is missing, does not load (built for another architecture, a missing dependency) or has another
+ABI raises KernelsNotBuiltError, which the runtime turns into its numpy fallback and one warning.
+`stats` is a structured array with the C struct's layout (STATS_DTYPE):
 area int64, box int32 [4] (x0, y0, x1, y1; x1/y1 exclusive), centroid float64 [2] (x, y),
 score float64 (mean sigmoid of the logits over the mask).
 """
@@ -26,6 +29,10 @@ LIB_DIR = Path(__file__).resolve().parent / "lib"
 LIB_NAME = "libgroundrt_kernels.so"
 ABI_VERSION = 5
 BUILD_COMMAND = "cmake -S . -B build/cmake && cmake --build build/cmake"
+# how a user gets the kernels: pip builds them when a C++ compiler is there
+INSTALL_HINT = (f"reinstall groundrt where a C++ compiler (g++ or clang++) and CMake >= 3.22 are "
+                f"installed (`pip install .` or `pip install -e .` from the source tree), or "
+                f"build them in a checkout with `{BUILD_COMMAND}`")
 
 STATS_DTYPE = np.dtype([("area", "<i8"), ("box", "<i4", (4,)), ("centroid", "<f8", (2,)),
                         ("score", "<f8")])
@@ -52,13 +59,19 @@ def library_path() -> Path:
 def _load(path: str) -> ctypes.CDLL:
     if not Path(path).is_file():
         raise KernelsNotBuiltError(
-            f"the CPU kernel library {path} does not exist: build it from the repository root "
-            f"with `{BUILD_COMMAND}` (or point ${LIB_ENV} at a built {LIB_NAME})")
-    lib = ctypes.CDLL(path)
-    if lib.grt_abi_version() != ABI_VERSION:
+            f"the CPU kernel library {path} does not exist: {INSTALL_HINT} (or point "
+            f"${LIB_ENV} at a built {LIB_NAME})")
+    try:
+        lib = ctypes.CDLL(path)
+        version = lib.grt_abi_version()
+    except (OSError, AttributeError) as exc:  # another architecture, not a library, no symbol
         raise KernelsNotBuiltError(
-            f"{path} has ABI version {lib.grt_abi_version()}, this groundrt needs "
-            f"{ABI_VERSION}: rebuild it with `{BUILD_COMMAND}`")
+            f"the CPU kernel library {path} exists but cannot be loaded ({exc}): it was built "
+            f"for another machine; {INSTALL_HINT}") from exc
+    if version != ABI_VERSION:
+        raise KernelsNotBuiltError(
+            f"{path} has ABI version {version}, this groundrt needs {ABI_VERSION}: "
+            f"{INSTALL_HINT}")
     f32, i32, f64 = ctypes.c_float, ctypes.c_int32, ctypes.c_double
     ptr = ctypes.c_void_p
     lib.grt_affinity.argtypes = [ptr, ptr, i32, i32, i32, f32, f32, ptr, f32, ptr, ptr]
@@ -81,13 +94,18 @@ def is_built() -> bool:
     return library_path().is_file()
 
 
-def is_usable() -> bool:
-    """The library is built, loads and has this groundrt's ABI."""
+def problem() -> str | None:
+    """Why the library cannot be used here (None: it is built, loads and has this ABI)."""
     try:
         library()
-    except (KernelsNotBuiltError, OSError):
-        return False
-    return True
+    except KernelsNotBuiltError as exc:
+        return str(exc)
+    return None
+
+
+def is_usable() -> bool:
+    """The library is built, loads and has this groundrt's ABI."""
+    return problem() is None
 
 
 def _array(name: str, x: np.ndarray, dtype: type, ndim: int) -> np.ndarray:

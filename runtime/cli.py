@@ -134,12 +134,12 @@ def _cmd_export_package(args: argparse.Namespace) -> int:
 
 def _cmd_export_engine(args: argparse.Namespace) -> int:
     from groundrt.export.engine import build_package_engines
+    from groundrt.runtime.info import format_engine
 
     records = build_package_engines(args.package, args.precision, args.workspace,
                                     max_batch=args.max_batch)
     for record in records:
-        print(f"built {record['file']} (TensorRT {record['tensorrt']}, {record['gpu']}, "
-              f"sm {record['compute_capability']})")
+        print(f"built {format_engine(record)}, checked against {record['checked_against']}")
     return 0
 
 
@@ -199,7 +199,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if save_video:
         sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads,
+                        device=args.device, ort_provider=args.ort_provider)
     grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
     captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
                              watch=args.caption_file,
@@ -236,7 +237,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     image = (cv2.resize(load_image(args.image), (width, height)) if args.image
              else sample_image(width, height))
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads)
+                        threads=args.threads, kernel_threads=args.kernel_threads,
+                        device=args.device, ort_provider=args.ort_provider)
     caption = args.caption or DEFAULT_CAPTION
     phrases = len(grounder.encode_text(caption).texts)
     times = measure(grounder, image, caption, args.runs)
@@ -257,6 +259,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps({"package": package, "environment": env}, indent=2) if args.json
           else format_info(package, env))
     return 0
+
+
+def _device(text: str) -> str:
+    from groundrt.runtime.backends import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _input_shape(text: str) -> tuple[int, int]:
@@ -301,13 +313,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
 
 def _add_model_arguments(parser: argparse.ArgumentParser, threads: int, threads_help: str,
                          kernel_threads: int, kernel_threads_help: str) -> None:
-    """--model, --backend, --precision, --threads, --kernel-threads: the Grounder a command
-    builds."""
+    """--model, --backend, --precision, --device, --ort-provider, --threads, --kernel-threads:
+    the Grounder a command builds."""
     parser.add_argument("--model", help="model package (default: the shipped one)")
     parser.add_argument("--backend", default="auto",
                         choices=["auto", "onnxruntime", "tensorrt", "torch"])
     parser.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
                         help="the image graph (default: the package's)")
+    parser.add_argument("--device", default="cpu", type=_device,
+                        help="cpu, cuda or cuda:N: ONNX Runtime's CUDA execution provider "
+                        "(onnxruntime-gpu) and the CUDA mask kernels (default: cpu)")
+    parser.add_argument("--ort-provider", choices=["cuda", "tensorrt"],
+                        help="on a GPU device: ONNX Runtime's CUDA provider (default) or its "
+                        "TensorRT provider")
     parser.add_argument("--threads", type=int, default=threads, help=threads_help)
     parser.add_argument("--kernel-threads", type=int, default=kernel_threads,
                         help=kernel_threads_help)
@@ -360,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
   groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
   groundrt run --source "shots/*.jpg" --phrases "the sky; two blue squares" --save annotated/
   groundrt run --source rtsp://cam.local/stream --caption-file caption.txt --json live.jsonl
+  groundrt run --source csi://0 --caption "a red circle" --device cuda --json live.jsonl
   echo "a yellow star" | groundrt run --source 0 --caption "the grass" --stdin-captions --show
 
 The caption can change while a stream runs: a new line on stdin (--stdin-captions) or a new
@@ -368,7 +387,9 @@ text in --caption-file takes effect on the next frame read. Cameras and streams 
 The last line sums up: frames read, processed, dropped; latency p50/p99; FPS.""",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     rn.add_argument("--source", required=True, help="an image, a folder or glob of images, a "
-                    "video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// URL")
+                    "video file, a camera index (0) or /dev/videoN, an rtsp:// or http:// URL, a "
+                    "Jetson CSI camera (csi://0) or a GStreamer pipeline (gst:\"PIPELINE\"; "
+                    "both need OpenCV with GStreamer)")
     what = rn.add_mutually_exclusive_group()
     what.add_argument("--caption", help="ground the noun phrases of this caption")
     what.add_argument("--phrases", help='explicit phrases separated by ";": "a; b"')

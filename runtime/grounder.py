@@ -33,7 +33,7 @@ from groundrt.package import (
 )
 from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
-from groundrt.runtime.backends import Backend, create_backend
+from groundrt.runtime.backends import Backend, create_backend, parse_device
 from groundrt.runtime.chunker import noun_phrases, require_noun_phrases
 from groundrt.runtime.images import ImageInput, load_image
 from groundrt.runtime.postprocess import Postprocessor
@@ -106,6 +106,13 @@ class PreparedImage:
     input: np.ndarray  # [3, S, S] float32, normalized
 
 
+def gpu_index(backend: Backend) -> int | None:
+    """The CUDA device a backend runs on (None: the CPU)."""
+    if backend.name == "tensorrt":
+        return getattr(backend, "device", 0)
+    return parse_device(getattr(backend, "device", "cpu"))
+
+
 def run_manifest(run: Path) -> dict:
     """A manifest-like description of a training run folder (for the torch backend)."""
     from groundrt.export.package_builder import base_manifest
@@ -118,19 +125,32 @@ class Grounder:
     """Grounds noun phrases of captions in images with a model package.
 
     model: a package folder (default: the shipped INT8 student), or a training run folder
-        with backend="torch". backend: "auto" (TensorRT where the package has engines and
-        TensorRT + pycuda are installed, else ONNX Runtime), "onnxruntime", "tensorrt", "torch".
+        with backend="torch". backend: "auto" (TensorRT where the package has engines that run
+        here, else ONNX Runtime on `device`, else on the CPU: each step down is one
+        BackendFallbackWarning naming why), "onnxruntime", "tensorrt", "torch".
     precision: the image graph ("int8-cpu", "int8-trt", "fp32"; default: the package's).
     native_kernels: None = the C++ kernels (letterbox, affinity, decoding) when built, else
         OpenCV and numpy; True requires them.
     threads: ONNX Runtime's intra-op threads. kernel_threads: threads of the C++ letterbox (bands
         of rows) and mask decoding (one phrase each); the results do not depend on it.
+    device: "cpu", "cuda" or "cuda:N": where ONNX Runtime runs (its CUDA execution provider, or
+        TensorRT's with ort_provider="tensorrt"; needs onnxruntime-gpu) and, on a GPU, where
+        the CUDA kernels decode the masks (when built and pycuda is installed). The TensorRT
+        backend always runs on a GPU (cuda:0 unless given).
+
+    Thread safety: one Grounder may be shared by several threads (as `groundrt run`'s stages
+    share one): the caption cache is locked, ONNX Runtime sessions take concurrent runs, the CPU
+    kernels keep no state between calls, the CUDA kernels lend each call a stream and buffers,
+    and each TensorRT engine runs one call at a time (a lock) in the device's primary context,
+    made current in the calling thread (groundrt/kernels/cuda_context.py). Results are the same
+    as from one thread (tests/test_devices_and_fallbacks.py).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
-                 kernel_threads: int = 2) -> None:
+                 kernel_threads: int = 2, device: str = "cpu",
+                 ort_provider: str | None = None) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -140,12 +160,15 @@ class Grounder:
             raise PackageError(f"{self.folder} is not a model package ({MANIFEST_FILE} is "
                                "missing); a training run folder needs backend='torch'")
         self.backend: Backend = create_backend(backend, self.folder, self.manifest, precision,
-                                               threads)
+                                               threads, device, ort_provider)
         tokenizer = self.manifest["tokenizer"]
         self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
-        # the TensorRT backend runs the CUDA kernels on its own stream
-        self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
+        # a backend on a GPU decodes masks with the CUDA kernels on that GPU; the TensorRT
+        # backend then hands them pixel_embed on the device
+        self.postprocess = Postprocessor(native_kernels, gpu_index(self.backend),
                                          kernel_threads)
+        if hasattr(self.backend, "device_outputs"):
+            self.backend.device_outputs = self.postprocess.on_gpu
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
         self.kernel_threads = kernel_threads
         self.input_shape: tuple[int, int] = input_shape(self.manifest)

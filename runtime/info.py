@@ -45,8 +45,6 @@ def cuda_driver() -> str:
 
 def environment() -> dict:
     """Runtimes and native parts available here."""
-    from groundrt.kernels import cpu
-
     env: dict = {"groundrt": _version("groundrt")}
     try:
         import onnxruntime as ort
@@ -61,11 +59,36 @@ def environment() -> dict:
     env["cuda driver"] = cuda_driver()
     env["torch"] = _version("torch") or "not installed (backend 'torch' needs groundrt[export])"
     env["opencv"] = _version("opencv-python") or _version("opencv-python-headless") or "?"
-    lib = cpu.library_path()
-    env["cpu kernels"] = str(lib) if lib.is_file() else f"not built ({cpu.BUILD_COMMAND})"
-    fatbin = cpu.LIB_DIR / "groundrt_kernels.fatbin"
-    env["cuda kernels"] = str(fatbin) if fatbin.is_file() else "not built (needs nvcc)"
+    env["cpu kernels"] = cpu_kernels_state()
+    env["cuda kernels"] = cuda_kernels_state()
     return env
+
+
+def cpu_kernels_state() -> str:
+    """"built (path)", or "not built: why and how to get them" (missing or not loadable)."""
+    from groundrt.kernels import cpu
+
+    problem = cpu.problem()
+    return f"built ({cpu.library_path()})" if problem is None else f"not built: {problem}"
+
+
+def cuda_kernels_state() -> str:
+    from groundrt.kernels import cuda
+
+    fatbin = cuda.fatbin_path()
+    return f"built ({fatbin})" if fatbin.is_file() else f"not built: {cuda.FATBIN_HINT}"
+
+
+def format_engine(record: dict) -> str:
+    """One engine record of the manifest: file (graph, precision, TensorRT, GPU, check)."""
+    parts = [record.get("graph", "?"), record.get("precision", "?"),
+             f"TensorRT {record.get('tensorrt', '?')}",
+             f"{record.get('gpu', '?')} (compute {record.get('compute_capability', '?')})"]
+    error = record.get("max_abs_error")
+    if isinstance(error, dict):
+        parts.append("max |plan - onnx| " + ", ".join(f"{name} {value:.3g}"
+                                                       for name, value in error.items()))
+    return f"{record.get('file', '?')} ({', '.join(parts)})"
 
 
 def format_info(package: dict, env: dict) -> str:
@@ -77,8 +100,8 @@ def format_info(package: dict, env: dict) -> str:
                  f"{package.get('precision')}")
     for kind, graphs in package.get("graphs", {}).items():
         lines.append(f"  {kind} graphs: " + ", ".join(f"{p} ({f})" for p, f in graphs.items()))
-    engines = package.get("engines") or {}
-    lines.append("  TensorRT engines: " + (", ".join(engines) if engines else
+    engines = package.get("engines") or []
+    lines.append("  TensorRT engines: " + ("; ".join(map(format_engine, engines)) if engines else
                                           "none (groundrt export engine on the device)"))
     for precision, row in (package.get("accuracy") or {}).items():
         if isinstance(row, dict) and "overall" in row:

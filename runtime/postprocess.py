@@ -1,4 +1,4 @@
-"""Affinity and mask decoding: the CUDA kernels (TensorRT backend), the native CPU kernels, or
+"""Affinity and mask decoding: the CUDA kernels (a GPU backend), the native CPU kernels, or
 numpy where the kernels are not built.
 
 Both paths take the same arguments and return the same arrays (kernels/cpu.py documents them):
@@ -19,6 +19,15 @@ from groundrt.preprocess import resize_region
 from groundrt.runtime import reference
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()  # each fallback reason is logged once per process
+
+
+def warn_fallback(reason: str) -> None:
+    """One warning per reason: the numpy path runs, and how to get the native one."""
+    if reason not in _warned:
+        _warned.add(reason)
+        log.warning("%s; using the slower numpy path (`groundrt info` shows the kernels' state)",
+                    reason)
 
 
 def numpy_affinity(phrase_embed: np.ndarray, mask_embed: np.ndarray, logit_scale: float,
@@ -46,25 +55,31 @@ def numpy_decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected
 
 class Postprocessor:
     """Picks the native CPU kernels when built (`native=None`: if available), else numpy; or,
-    given a CUDA `stream` (the TensorRT backend's), the CUDA kernels on that stream. The CPU
-    kernels decode phrases on up to `threads` threads."""
+    given a CUDA device index (`cuda_device`: the TensorRT backend's, or ONNX Runtime's on a
+    GPU), the CUDA kernels on that device where they and pycuda are there (else the CPU path,
+    with one warning). The CPU kernels decode phrases on up to `threads` threads. Safe to call
+    from several threads (the CUDA kernels lend each call its own stream and buffers)."""
 
-    def __init__(self, native: bool | None = None, stream: Any = None, threads: int = 1) -> None:
+    def __init__(self, native: bool | None = None, cuda_device: int | None = None,
+                 threads: int = 1) -> None:
         self.kernels: Any = cpu_kernels
         self.threads = threads
-        if stream is not None:
-            from groundrt.kernels.cuda import CudaKernels
-
-            self.kernels = CudaKernels(stream=stream)
-            native = True
-        elif native is None:
+        self.on_gpu = False
+        if cuda_device is not None and native is not False:
             try:
-                cpu_kernels.library()
-                native = True
-            except cpu_kernels.KernelsNotBuiltError as exc:
-                log.warning("%s; using the slower numpy post-processing", exc)
-                native = False
-        elif native:
+                from groundrt.kernels.cuda import CudaKernels
+
+                self.kernels = CudaKernels(device=cuda_device)
+                self.on_gpu = native = True
+            except Exception as exc:  # noqa: BLE001 (no pycuda, no fatbin, a driver error)
+                warn_fallback(f"the CUDA mask kernels are not usable ({exc}); decoding on the "
+                              "CPU")
+        if native is None:
+            reason = cpu_kernels.problem()  # missing, or there but not loadable here
+            if reason is not None:
+                warn_fallback(reason)
+            native = reason is None
+        elif native and not self.on_gpu:
             cpu_kernels.library()  # raises KernelsNotBuiltError with the build command
         self.native = native
 
@@ -74,12 +89,16 @@ class Postprocessor:
         run = self.kernels.affinity if self.native else numpy_affinity
         return run(phrase_embed, mask_embed, logit_scale, bias, plural, threshold)
 
-    def decode_masks(self, pixel_embed: np.ndarray, mask_embed: np.ndarray,
+    def decode_masks(self, pixel_embed: Any, mask_embed: np.ndarray,
                      selected: np.ndarray, crop_h: float, crop_w: float, height: int,
                      width: int, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        args = (pixel_embed, mask_embed, selected, crop_h, crop_w, height, width, threshold)
+        """pixel_embed [D, h, w]: a numpy array, or a DeviceTensor (the CUDA kernels read it on
+        the device; the other paths copy it to the host)."""
+        if self.on_gpu:
+            return self.kernels.decode_masks(pixel_embed, mask_embed, selected, crop_h, crop_w,
+                                             height, width, threshold)
+        args = (np.asarray(pixel_embed), mask_embed, selected, crop_h, crop_w, height, width,
+                threshold)
         if not self.native:
             return numpy_decode_masks(*args)
-        if self.kernels is cpu_kernels:
-            return cpu_kernels.decode_masks(*args, threads=self.threads)
-        return self.kernels.decode_masks(*args)
+        return cpu_kernels.decode_masks(*args, threads=self.threads)

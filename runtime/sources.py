@@ -1,5 +1,6 @@
-"""Frame sources for `groundrt run`: image files, folders and globs, video files, cameras, and
-network streams (RTSP, HTTP), all read with OpenCV.
+"""Frame sources for `groundrt run`: image files, folders and globs, video files, cameras,
+network streams (RTSP, HTTP) and GStreamer pipelines (a Jetson CSI camera), all read with
+OpenCV.
 
     source = open_source("pred/sample.mp4")     # or "0", "/dev/video0", "rtsp://..."
     for frame in source: frame.index, frame.timestamp, frame.image
@@ -24,6 +25,12 @@ import cv2
 import numpy as np
 
 from groundrt.errors import GroundrtError
+from groundrt.runtime.gstreamer import (
+    CSI_SCHEME,
+    is_gstreamer_source,
+    pipeline_of,
+    require_gstreamer,
+)
 from groundrt.runtime.images import ImageError, load_image
 
 log = logging.getLogger(__name__)
@@ -216,7 +223,15 @@ def _image_paths(spec: str) -> list[Path] | None:
 
 def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = None) -> FrameSource:
     """The source `spec` names: an image file, a folder or glob of images, a video file, a camera
-    index ("0") or device ("/dev/video0"), or an rtsp:// / http(s):// stream URL."""
+    index ("0") or device ("/dev/video0"), an rtsp:// / http(s):// stream URL, a Jetson CSI
+    camera ("csi://0") or a GStreamer pipeline ("gst:PIPELINE"; runtime/gstreamer.py)."""
+    if is_gstreamer_source(spec):
+        pipeline = pipeline_of(spec)  # a malformed spec fails before OpenCV is asked
+        require_gstreamer(spec)
+        live = spec.startswith(CSI_SCHEME) or not pipeline.lstrip().startswith("filesrc")
+        return VideoSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), spec,
+                           "camera" if spec.startswith(CSI_SCHEME) else "gstreamer", live,
+                           vid_stride, reconnect)
     if spec.isdigit():
         index = int(spec)
         return VideoSource(lambda: cv2.VideoCapture(index), spec, "camera", True, vid_stride,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 import groundrt
+from groundrt.kernels import cpu
 from groundrt.vocabulary import load_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,17 +57,59 @@ def test_shipped_vocabulary_is_the_shared_one():
     assert vocab.lookalikes("red") == {"orange", "pink"}
 
 
-def test_wheel_holds_only_groundrt(tmp_path):
+def build_wheel(out: Path, *options: str, env: dict | None = None) -> zipfile.ZipFile:
+    """`pip wheel .` (scikit-build-core from this environment; the fatbin left out: nvcc takes
+    long and its build is tested by tests/test_kernels.py)."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("groundrt-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+                    "-q", "-w", str(out), "-Ccmake.define.GROUNDRT_WITH_CUDA=OFF", *options,
+                    str(ROOT)], check=True, capture_output=True, env=env)
+    (wheel,) = out.glob("groundrt-*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def test_wheel_holds_only_groundrt_and_the_native_library(tmp_path):
+    wheel = build_wheel(tmp_path)
+    name = Path(wheel.filename).name
+    names = wheel.namelist()
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"groundrt", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
-                    + ".dist-info"}
+    assert tops == {"groundrt", name.split("-")[0] + "-" + name.split("-")[1] + ".dist-info"}
     for expected in ("groundrt/runtime/cli.py", "groundrt/export/__init__.py",
-                     "groundrt/kernels/__init__.py", "groundrt/vocabulary.json"):
+                     "groundrt/kernels/__init__.py", "groundrt/vocabulary.json",
+                     "groundrt/data/__init__.py", "groundrt/runtime/models/default/manifest.json",
+                     "groundrt/kernels/lib/" + cpu.LIB_NAME):
         assert expected in names
+    # ctypes, no Python C API: any CPython 3, but only this platform (it holds an .so)
+    python_tag, abi_tag, platform_tag = name.removesuffix(".whl").split("-")[-3:]
+    assert (python_tag, abi_tag) == ("py3", "none") and platform_tag != "any", name
+    assert not any(n.startswith("groundrt/kernels/src/") for n in names)
+
+
+def test_wheel_without_a_compiler_still_installs_the_python_parts(tmp_path):
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-c++")}
+    names = build_wheel(tmp_path, env=env).namelist()
+    assert "groundrt/runtime/grounder.py" in names
+    assert not any(n.startswith("groundrt/kernels/lib/") for n in names)
+
+
+def test_sdist_holds_every_source(tmp_path):
+    from scikit_build_core.build import build_sdist
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(ROOT)
+        sdist = tmp_path / build_sdist(str(tmp_path))
+    finally:
+        os.chdir(cwd)
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    sources = [n for n in tracked if n.split("/")[0] in ("groundrt", "export", "runtime",
+                                                           "kernels", "tests")
+               or n in ("CMakeLists.txt", "pyproject.toml", "README.md")]
+    assert "kernels/src/grounding.cu" in sources
+    assert [n for n in sources if n not in names] == []
+    assert not any(n.startswith(("runs/", "kernels/lib/")) for n in names)
 
 
 def test_ci_runs_the_readme_test_command():

@@ -264,3 +264,33 @@ def test_info_bench_and_data_video_commands(tmp_path, capsys):
     assert main(["data", "video", "--out", str(tmp_path / "v.mp4"), "--seconds", "0.5",
                  "--size", "160", "120"]) == 0
     assert len(decoded_frames(tmp_path / "v.mp4")) == 5
+
+
+def test_compare_runs_scores_two_jsonl_outputs(tmp_path):
+    """benchmarks/compare_runs.py (the GPU check's masks-against-CPU step) on two runs that
+    differ in one phrase mask."""
+    import importlib.util
+
+    from groundrt.metric.predictions import encode_rle
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_runs", Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py")
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+    square = np.zeros((8, 8), np.uint8)
+    square[2:6, 2:6] = 1  # 16 pixels
+    shifted = np.roll(square, 1, axis=1)  # IoU 12 / 20
+    for name, second in (("a", square), ("b", shifted)):
+        lines = [json.dumps({"frame": f, "phrases": [
+            {"text": "the sky", "mask": encode_rle(np.zeros((8, 8), np.uint8))},
+            {"text": "a square", "mask": encode_rle(square if f == 0 else second)}]})
+            for f in range(2)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    a, b = compare_runs.read_frames(tmp_path / "a.jsonl"), compare_runs.read_frames(
+        tmp_path / "b.jsonl")
+    assert compare_runs.mask_ious(a, a) == [1.0] * 4
+    assert compare_runs.mask_ious(a, b) == [1.0, 1.0, 1.0, 0.6]
+    assert compare_runs.main([str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl")]) == 0
+    assert compare_runs.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 1
+    assert compare_runs.main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"),
+                              "--min-mean-iou", "0.85"]) == 0

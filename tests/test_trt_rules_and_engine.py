@@ -395,7 +395,11 @@ def test_tensorrt_builds_a_package(tmp_path, gpu_platform):
     manifest = read_manifest(tmp_path)
     assert manifest["engines"] == records
     assert [r["file"] for r in records][0] == "image.int8.engine"
-    assert records[1]["file"] in ("text.fp16.engine", "text.fp32.engine")  # fp32 on TRT 11
+    assert records[1]["file"] == "text.fp16.engine"  # from text.fp16.onnx, strongly typed
+    assert manifest["graphs"]["text"]["fp16"] == "text.fp16.onnx"
+    for record in records:  # checked against the graph each came from
+        assert set(record["max_abs_error"]) and all(
+            0 <= e < float("inf") for e in record["max_abs_error"].values()), record
     assert "timing.cache" not in manifest["files"] and (tmp_path / "timing.cache").is_file()
     assert not (tmp_path / "old.engine").exists()
     for record in records:
