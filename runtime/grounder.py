@@ -26,9 +26,10 @@ from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend
 from groundrt.runtime.chunker import noun_phrases, require_noun_phrases
-from groundrt.runtime.images import ImageInput, load_image
+from groundrt.runtime.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from groundrt.runtime.postprocess import Postprocessor
 from groundrt.runtime.results import GroundingResult, PhraseResult
+from groundrt.text.checks import check_text
 from groundrt.text.tokenizer import Tokenizer
 
 EXPLICIT_SEPARATOR = ", "  # explicit phrases are encoded as one list-like caption
@@ -76,12 +77,14 @@ class Grounder:
         OpenCV and numpy; True requires them.
     threads: ONNX Runtime's intra-op threads. kernel_threads: threads of the C++ letterbox (bands
         of rows) and mask decoding (one phrase each); the results do not depend on it.
+    max_pixels: the largest image accepted (width x height), checked from a file's header before
+        it is decoded.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
-                 kernel_threads: int = 2) -> None:
+                 kernel_threads: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -99,6 +102,7 @@ class Grounder:
                                          kernel_threads)
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
         self.kernel_threads = kernel_threads
+        self.max_pixels = max_pixels
         self.input_shape: tuple[int, int] = input_shape(self.manifest)
         self.grounding: dict = self.manifest["grounding"]
         self.max_phrases = max_phrases
@@ -111,7 +115,7 @@ class Grounder:
     def encode_text(self, caption: str | None = None,
                     phrases: Sequence[str] | None = None) -> TextEncoding:
         """The phrase embeddings of a caption (its noun phrases) or of explicit phrases."""
-        key = (caption, tuple(phrases) if phrases is not None else None)
+        key = self._check_prompt(caption, phrases)
         with self._text_lock:
             cached = self._text_cache.get(key)
             if cached is not None:
@@ -122,6 +126,24 @@ class Grounder:
             if len(self._text_cache) > self.text_cache_size:
                 self._text_cache.popitem(last=False)
             return encoding
+
+    def _check_prompt(self, caption: object, phrases: object) -> tuple:
+        """The cache key of a valid prompt; TypeError / a groundrt error naming what is wrong.
+        Checked before anything is cached or run, so a bad prompt leaves no trace."""
+        if phrases is None:
+            if caption is None:
+                raise ValueError("give a caption or a list of phrases")
+            return check_text(caption), None
+        if isinstance(phrases, str | bytes) or not isinstance(phrases, Sequence):
+            raise TypeError(f"phrases must be a list of str, not {type(phrases).__name__}"
+                            + (" (wrap one phrase in a list)" if isinstance(phrases, str)
+                               else ""))
+        if len(phrases) > self.max_phrases:
+            raise TooManyPhrasesError(f"{len(phrases)} phrases, more than this Grounder's limit "
+                                      f"of {self.max_phrases}: split the list or raise "
+                                      "max_phrases")
+        texts = tuple(check_text(p, f"phrase {i}") for i, p in enumerate(phrases))
+        return (check_text(caption) if caption is not None else None), texts
 
     def _encode_text(self, caption: str | None, phrases: Sequence[str] | None) -> TextEncoding:
         if phrases is not None:
@@ -163,6 +185,11 @@ class Grounder:
                      phrases: Sequence[str] | None = None,
                      rgb: bool = False) -> list[GroundingResult]:
         """`ground` for several images with one caption: one image-graph call for all."""
+        if isinstance(images, str | bytes | np.ndarray) or not isinstance(images, Sequence):
+            raise TypeError(f"ground_batch takes a list of images, not {type(images).__name__} "
+                            "(ground takes one)")
+        if not images:
+            raise ValueError("ground_batch needs at least one image")
         start = time.perf_counter()
         text = self.encode_text(caption, phrases)
         after_text = time.perf_counter()
@@ -189,7 +216,7 @@ class Grounder:
 
     def prepare(self, image: ImageInput, rgb: bool = False) -> PreparedImage:
         """Load, letterbox and normalize one image."""
-        loaded = load_image(image, rgb)
+        loaded = load_image(image, rgb, self.max_pixels)
         box = Letterbox(self.input_shape, *loaded.shape[:2])
         return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox,
                                                       self.kernel_threads))

@@ -34,6 +34,7 @@ import numpy as np
 import sentencepiece as spm
 
 from groundrt.errors import CaptionTooLongError, TokenizerError
+from groundrt.text.checks import check_text
 from groundrt.text.words import WORD_PATTERN
 
 MODEL_FILENAME = "tokenizer.model"
@@ -156,7 +157,9 @@ class Tokenizer:
             raise TokenizerError(
                 f"{self.path} has no BOS or no padding piece (bos_id={self._sp.bos_id()}, "
                 f"pad_id={self._sp.pad_id()}); {hint}")
-        self._offset_mapping = True  # sentencepiece >= 0.2.3; False: the older immutable_proto
+        # sentencepiece >= 0.2.3 reports offsets with return_type="offset_mapping"; older ones
+        # only through immutable_proto. Decided once, here: a failing caption never changes it.
+        self._offset_mapping = _has_offset_mapping(self._sp)
 
     @property
     def vocab_size(self) -> int:
@@ -189,6 +192,7 @@ class Tokenizer:
         when T exceeds `max_tokens` (this call's, else the tokenizer's).
         """
         limit = _check_limit(max_tokens) if max_tokens is not None else self.max_tokens
+        check_text(caption)
         if not caption.strip():
             raise TokenizerError(f"caption {caption!r} is empty: nothing to encode")
         words = list(_words(caption))
@@ -236,13 +240,19 @@ class Tokenizer:
         if not words:
             return []
         if self._offset_mapping:
-            try:
-                out = self._sp.encode(words, return_type="offset_mapping", return_bytes=True)
-                return [(r["ids"], r["offsets"]) for r in out]
-            except TypeError:  # sentencepiece < 0.2.3 has no return_type / offset_mapping
-                self._offset_mapping = False
+            out = self._sp.encode(words, return_type="offset_mapping", return_bytes=True)
+            return [(r["ids"], r["offsets"]) for r in out]
         protos = self._sp.encode(words, out_type="immutable_proto")
         return [([p.id for p in t.pieces], [(p.begin, p.end) for p in t.pieces]) for t in protos]
+
+
+def _has_offset_mapping(sp: spm.SentencePieceProcessor) -> bool:
+    """Whether this sentencepiece has return_type="offset_mapping" (0.2.3 and later)."""
+    try:
+        sp.encode(["a"], return_type="offset_mapping", return_bytes=True)
+    except TypeError:  # an older sentencepiece: no return_type keyword
+        return False
+    return True
 
 
 def _check_limit(max_tokens: int | None) -> int | None:
