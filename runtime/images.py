@@ -11,11 +11,12 @@ Every input is checked where it enters, before any pixel is decoded or copied:
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from groundrt.errors import GroundrtError
 
@@ -40,18 +41,27 @@ def _check_pixels(height: int, width: int, max_pixels: int, source: str) -> None
 
 
 def header_size(data: bytes, source: str) -> tuple[int, int]:
-    """(height, width) from the image's header, no pixel decoded; ImageError when unreadable."""
-    try:
-        with Image.open(io.BytesIO(data), formats=HEADER_FORMATS) as header:
-            width, height = header.size
-    except Image.DecompressionBombError as exc:  # Pillow's own cap, far above ours
-        raise ImageError(f"{source} is too large to decode ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{source} is not a readable image (corrupt, or not one of "
-                         f"{', '.join(HEADER_FORMATS)})") from exc
-    if width <= 0 or height <= 0:
-        raise ImageError(f"{source} has an empty size in its header ({width}x{height})")
-    return height, width
+    """(height, width) from the image's header, no pixel decoded; ImageError when unreadable.
+
+    Pillow's format plugins read the header as Image.open does, without its own size cap
+    (MAX_IMAGE_PIXELS): the limit is the caller's `max_pixels`.
+    """
+    Image.init()
+    prefix = data[:16]
+    for name in HEADER_FORMATS:
+        factory, accept = Image.OPEN[name]
+        if accept is not None and not accept(prefix):
+            continue
+        try:
+            with factory(io.BytesIO(data), "") as header:
+                width, height = header.size
+        except (OSError, ValueError, SyntaxError, IndexError, struct.error, EOFError):
+            continue  # not this format, or a corrupt header
+        if width <= 0 or height <= 0:
+            raise ImageError(f"{source} has an empty size in its header ({width}x{height})")
+        return height, width
+    raise ImageError(f"{source} is not a readable image (corrupt, or not one of "
+                     f"{', '.join(HEADER_FORMATS)})")
 
 
 def _decode(data: bytes, source: str, max_pixels: int) -> np.ndarray:
