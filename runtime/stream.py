@@ -98,6 +98,8 @@ class LatencyHistogram:
         """The q-quantile (0..1): the middle of its bucket, within [min, max]; 0 when empty."""
         if not self.count:
             return 0.0
+        if q <= 0 or q >= 1:
+            return float(self.min if q <= 0 else self.max)
         rank = q * (self.count - 1)
         index = int(np.searchsorted(np.cumsum(self.counts), math.floor(rank) + 1))
         middle = self.LOW_MS * self.RATIO ** (index + 0.5)
