@@ -88,12 +88,14 @@ class CaptionSource:
         self._prompt = initial
         self.changes = 0
         self._watch = Path(watch) if watch else None
-        self._watched_stamp: tuple[int, int, int] | None = None
+        self._watched_stamp: tuple | None = None  # (inode, mtime, size) last read
         if self._watch is not None:
             self._poll_file()
+        self.reader: threading.Thread | None = None  # reads stdin until it ends
         if stdin is not None:
-            threading.Thread(target=self._read_lines, args=(stdin,), name="captions-stdin",
-                             daemon=True).start()
+            self.reader = threading.Thread(target=self._read_lines, args=(stdin,),
+                                           name="captions-stdin", daemon=True)
+            self.reader.start()
 
     def current(self) -> Prompt:
         """The prompt for the next frame (re-reads the watched file when it changed)."""

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+# a live source that delivers this many frames in a row that do not decode is reopened
+MAX_CORRUPT_IN_A_ROW = 100
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -176,6 +178,7 @@ class VideoSource(FrameSource):
     def _next_image(self) -> np.ndarray | None:
         """The next frame (after skipping vid_stride - 1), None at the end of a file."""
         assert self.capture is not None
+        corrupt_in_a_row = 0
         while True:
             skipped = all(self.capture.grab() for _ in range(self.vid_stride - 1))
             ok, image = self.capture.read() if skipped else (False, None)
@@ -184,8 +187,10 @@ class VideoSource(FrameSource):
                 return image
             if ok:  # the capture delivered something that is not an image
                 self.corrupt += 1
+                corrupt_in_a_row += 1
                 log.warning("skipping a frame of %s that did not decode", self.name)
-                continue
+                if not self.live or corrupt_in_a_row < MAX_CORRUPT_IN_A_ROW:
+                    continue  # else a live source delivering only garbage is reopened
             if not self.live:
                 return None
             self.capture.release()
