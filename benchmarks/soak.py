@@ -10,8 +10,9 @@ and phrase lists drawn from them, far more distinct captions than the text cache
 one call in BAD_EVERY a bad input (a caption with a lone surrogate, corrupt bytes, a header
 claiming 20000x20000 pixels, a float image) that must be refused with a groundrt error. Reported:
 resident memory (/proc/self/statm) after the warm-up and at the end (growth must stay under
-5%), median latency of the first and the last tenth after the warm-up (drift), refused bad
-inputs and unexpected errors (must be 0).
+5%), median latency of the first and the last tenth after the warm-up (drift), in wall time and
+in CPU time (the process's, ONNX Runtime's threads included: on a shared machine it moves less
+with the other jobs than wall time does), refused bad inputs and unexpected errors (must be 0).
 
 Concurrency: `--threads` threads ground the same list of items on one shared Grounder; every
 mask, score and selected query must equal the one-thread results.
@@ -96,7 +97,7 @@ class Workload:
 
 def soak(grounder: groundrt.Grounder, frames: int, warmup: int, seed: int) -> dict:
     work = Workload(seed)
-    latencies, rss = [], []
+    latencies, cpu, rss = [], [], []  # wall and CPU ms per call (CPU: all of this process)
     refused = unexpected = 0
     errors: list[str] = []
     base_rss = None
@@ -116,7 +117,7 @@ def soak(grounder: groundrt.Grounder, frames: int, warmup: int, seed: int) -> di
                 refused += 1
             continue
         image, caption, phrases = work.item(i)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             result = grounder.ground(image, caption, phrases)
             assert all(p.mask.shape == image.shape[:2] for p in result.phrases)
@@ -125,16 +126,24 @@ def soak(grounder: groundrt.Grounder, frames: int, warmup: int, seed: int) -> di
             errors.append(f"frame {i}: {type(exc).__name__}: {exc}")
             continue
         latencies.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - cpu_start) * 1e3)
         if i % 500 == 0:
             rss.append((i, rss_mb()))
     end_rss = rss_mb()
+    def first_and_last(values: list[float]) -> tuple[float, float]:
+        """Medians of the first and the last tenth after the warm-up."""
+        after = values[warmup:] if len(values) > warmup else values
+        tenth = max(1, len(after) // 10)
+        return statistics.median(after[:tenth]), statistics.median(after[-tenth:])
+
     after = latencies[warmup:] if len(latencies) > warmup else latencies
-    tenth = max(1, len(after) // 10)
-    first, last = statistics.median(after[:tenth]), statistics.median(after[-tenth:])
+    first, last = first_and_last(latencies)
+    cpu_first, cpu_last = first_and_last(cpu)
     return {"frames": frames, "warmup": warmup, "rss_warm_mb": base_rss, "rss_end_mb": end_rss,
             "rss_growth": (end_rss - base_rss) / base_rss if base_rss else float("nan"),
             "rss_max_mb": max(r for _, r in rss) if rss else end_rss,
             "latency_first_ms": first, "latency_last_ms": last, "drift": last / first,
+            "cpu_first_ms": cpu_first, "cpu_last_ms": cpu_last, "cpu_drift": cpu_last / cpu_first,
             "latency_p50_ms": float(np.percentile(after, 50)),
             "latency_p99_ms": float(np.percentile(after, 99)),
             "refused": refused, "unexpected": unexpected, "errors": errors[:10],
@@ -183,8 +192,10 @@ def markdown(s: dict, c: dict, args: argparse.Namespace, backend: str) -> str:
         f"| RSS at the end | {s['rss_end_mb']:.1f} MB |",
         f"| RSS growth after warm-up (limit {RSS_LIMIT:.0%}) | {s['rss_growth']:+.2%} |",
         f"| RSS max sampled | {s['rss_max_mb']:.1f} MB |",
-        f"| median latency, first / last tenth | {s['latency_first_ms']:.1f} / "
+        f"| median latency (wall), first / last tenth | {s['latency_first_ms']:.1f} / "
         f"{s['latency_last_ms']:.1f} ms (drift {s['drift']:.2f}x) |",
+        f"| median CPU time per call, first / last tenth | {s['cpu_first_ms']:.1f} / "
+        f"{s['cpu_last_ms']:.1f} ms (drift {s['cpu_drift']:.2f}x) |",
         f"| latency p50 / p99 (sizes {SIZES[0][0]}x{SIZES[0][1]} .. 1920x1080) | "
         f"{s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f} ms |",
         f"| bad inputs refused with a groundrt error | {s['refused']} |",
