@@ -233,7 +233,7 @@ def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = No
     """The source `spec` names: an image file, a folder or glob of images, a video file, a camera
     index ("0") or device ("/dev/video0"), or an rtsp:// / http(s):// stream URL. `max_pixels`
     bounds the image files (read from their headers)."""
-    if spec.isdigit():
+    if spec.isdecimal():
         index = int(spec)
         return VideoSource(lambda: cv2.VideoCapture(index), spec, "camera", True, vid_stride,
                            reconnect)

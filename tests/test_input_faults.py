@@ -237,3 +237,9 @@ def test_path_inputs_that_are_not_files(grounder, tmp_path):
         grounder.ground(str(tmp_path), CAPTION)
     with pytest.raises(ImageError, match="does not exist"):
         grounder.ground(Path("/nonexistent") / "x.png", CAPTION)
+
+
+def test_a_source_of_digits_that_int_refuses_is_not_a_camera(capsys):
+    assert main(["run", "--source", "¹", "--caption", CAPTION, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a file, a folder" in err[0]
