@@ -52,7 +52,8 @@ def writable_file(path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write output {path}: {_reason(exc)}") from exc
-    if path.exists() and not os.access(path, os.W_OK):
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(path.parent,
+                                                                         os.W_OK | os.X_OK):
         raise OutputError(f"cannot write output {path}: permission denied")
     return path
 

@@ -250,6 +250,7 @@ def test_ctrl_c_finishes_frames_in_flight_and_flushes(tmp_path, video, grounder)
     report = Stream(grounder, open_source(str(video)), CaptionSource(Prompt.parse(
         SAMPLE_CAPTION)), [jsonl, InterruptingSink(0.05)], live=False).run()
     assert report.interrupted and 4 <= report.processed < FRAMES
+    assert report.read == report.processed + report.dropped
     records = read_jsonl(tmp_path / "frames.jsonl")  # every line complete
     assert [r["frame"] for r in records] == list(range(report.processed))
 
