@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from groundrt.errors import GroundrtError
+from groundrt.errors import CaptionTooLongError, GroundrtError
 from groundrt.kernels import cpu as cpu_kernels
 from groundrt.package import MANIFEST_FILE, PackageError, input_shape, read_manifest
 from groundrt.preprocess import Letterbox, letterbox_input
@@ -148,8 +148,12 @@ class Grounder:
     def _encode_text(self, caption: str | None, phrases: Sequence[str] | None) -> TextEncoding:
         if phrases is not None:
             texts = [p.strip() for p in phrases]
-            if not texts or any(not t for t in texts):
+            if not texts:
                 raise ValueError("phrases must be a non-empty list of non-empty strings")
+            empty = [i for i, t in enumerate(texts) if not t]
+            if empty:
+                raise ValueError(f"phrases must be a non-empty list of non-empty strings: "
+                                 f"phrase {empty[0]} is {phrases[empty[0]]!r}")
             full = EXPLICIT_SEPARATOR.join(texts)
             starts = np.cumsum([0] + [len(t) + len(EXPLICIT_SEPARATOR) for t in texts[:-1]])
             char_spans = [(int(s), int(s) + len(t)) for s, t in zip(starts, texts, strict=True)]
@@ -167,7 +171,13 @@ class Grounder:
             raise TooManyPhrasesError(f"{len(texts)} phrases, more than this Grounder's limit "
                                       f"of {self.max_phrases}: split the caption or raise "
                                       "max_phrases")
-        encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
+        try:
+            encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
+        except CaptionTooLongError as exc:
+            if phrases is None:
+                raise
+            raise CaptionTooLongError(exc.num_tokens, exc.max_tokens, full,
+                                      len(texts)) from None
         token_embed = self.backend.text(encoding.ids)
         phrase_embed = reference.pool_phrases(token_embed, token_spans).astype(np.float32)
         return TextEncoding(full, tuple(texts), spans, np.array(plural, dtype=bool),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import groundrt
-from groundrt.errors import TokenizerError
+from groundrt.errors import CaptionTooLongError, TokenizerError
 from groundrt.runtime.cli import main
 from groundrt.runtime.grounder import TooManyPhrasesError
 from groundrt.runtime.images import DEFAULT_MAX_PIXELS, ImageError, header_size, load_image
@@ -180,6 +180,8 @@ def test_a_folder_run_skips_a_huge_image_and_goes_on(tmp_path, image, capsys):
     (None, [b"a red circle"], TypeError, "phrase 0 must be a str"),
     (None, 42, TypeError, "phrases must be a list"),
     (None, ["a circle"] * 1000, TooManyPhrasesError, "1000 phrases"),
+    (None, ["two big red circles"] * 40, CaptionTooLongError, "the 40 phrases take .* tokens"),
+    (None, ["the sky", "  "], ValueError, "phrase 1 is '  '"),
 ])
 def test_a_bad_prompt_is_refused_and_leaves_no_trace(grounder, image, caption, phrases, error,
                                                      message):
