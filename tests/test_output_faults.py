@@ -215,7 +215,7 @@ def groundrt_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def test_a_file_size_limit_stops_the_stream_cleanly(tmp_path, video):
     """The same write failure a full disk gives (EFBIG instead of ENOSPC), without privileges:
-    the run's files may not grow beyond 40 KB."""
+    the run's files may not grow beyond 40 KB (it writes about 77 KB)."""
     out = tmp_path / "out.jsonl"
 
     def limit() -> None:
@@ -229,10 +229,11 @@ def test_a_file_size_limit_stops_the_stream_cleanly(tmp_path, video):
 
 
 def test_a_full_disk_stops_the_stream_cleanly(tmp_path, video):
-    """A real full disk: a 64 KB tmpfs (needs the privilege to mount one; skipped otherwise)."""
+    """A real full disk: a 48 KB tmpfs, the run writes about 77 KB (needs the privilege to
+    mount one; skipped otherwise)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(disk)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
