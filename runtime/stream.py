@@ -249,7 +249,7 @@ class Stream:
         except KeyboardInterrupt:
             self.report.interrupted = True
         except (GroundrtError, OSError) as exc:  # a full disk, a source that did not come back
-            log.error("stream stopped: %s", exc)
+            log.info("stream stopped: %s", exc)  # the caller reports report.error
             self.report.error = str(exc)
         finally:
             self.report.wall_s = time.perf_counter() - start

@@ -197,8 +197,9 @@ def check_full_disk_run(completed: subprocess.CompletedProcess, out: Path) -> No
     assert completed.returncode == 1, completed.stderr
     summary = [x for x in completed.stdout.splitlines() if x.startswith("frames: ")]
     assert len(summary) == 1 and "stopped by an error" in summary[0]
-    errors = [x for x in completed.stderr.splitlines() if x.startswith("groundrt: error")]
-    assert len(errors) == 1 and "Traceback" not in completed.stderr
+    errors = [x for x in completed.stderr.splitlines() if "No space" in x or "too large" in x]
+    assert len(errors) == 1 and errors[0].startswith("groundrt: error: ")
+    assert "Traceback" not in completed.stderr
     processed = int(summary[0].split("processed ")[1].split(",")[0])
     read = int(summary[0].split("read ")[1].split(",")[0])
     dropped = int(summary[0].split("dropped ")[1].split(" ")[0])
