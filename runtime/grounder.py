@@ -96,7 +96,9 @@ class Grounder:
         self.backend: Backend = create_backend(backend, self.folder, self.manifest, precision,
                                                threads)
         tokenizer = self.manifest["tokenizer"]
-        self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
+        digest = self.manifest.get("files", {}).get(tokenizer["file"], {}).get("sha256")
+        self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"],
+                                   sha256=digest)
         # the TensorRT backend runs the CUDA kernels on its own stream
         self.postprocess = Postprocessor(native_kernels, getattr(self.backend, "stream", None),
                                          kernel_threads)

@@ -152,3 +152,18 @@ def test_hashes_are_checked_before_any_file_is_parsed(package):
             groundrt.Grounder(package)
         path.write_bytes(original)
     groundrt.Grounder(package)  # restored: loads
+
+
+def test_the_tokenizer_parses_the_bytes_it_verified(package, tmp_path):
+    """A tokenizer swapped after the package's hashes were checked is still refused."""
+    from groundrt.text import Tokenizer, TokenizerError
+
+    manifest = read_manifest(package)
+    digest = manifest["files"]["tokenizer.model"]["sha256"]
+    Tokenizer(package / "tokenizer.model", sha256=digest)  # the verified file: loads
+    other = tmp_path / "other.model"
+    shutil.copy(package / "tokenizer.model", other)
+    with other.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(TokenizerError, match="does not match its SHA-256"):
+        Tokenizer(other, sha256=digest)

@@ -21,6 +21,7 @@ Only numpy and sentencepiece are needed: the runtime uses this module on Jetson 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import operator
 import os
@@ -135,16 +136,22 @@ class Tokenizer:
     """A trained `tokenizer.model`: captions to token ids, phrase char spans to token spans.
 
     `Tokenizer(path, max_tokens=None)`; `max_tokens` is the text engine's limit on T (BOS
-    included), also settable per call of `encode`.
+    included), also settable per call of `encode`. With `sha256` (a package's manifest entry)
+    the bytes read are checked against it before they are parsed: the file parsed is the file
+    verified, even if it changed after the package was checked.
     """
 
-    def __init__(self, path: str | Path, max_tokens: int | None = None) -> None:
+    def __init__(self, path: str | Path, max_tokens: int | None = None,
+                 sha256: str | None = None) -> None:
         self.path = Path(path)
         self.max_tokens = _check_limit(max_tokens)
         hint = "train one with groundrt.text.train_tokenizer or use a model package's tokenizer"
         if not self.path.is_file():
             raise TokenizerError(f"tokenizer model not found: {self.path} ({hint})")
         data = self.path.read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise TokenizerError(f"{self.path} does not match its SHA-256 in the package "
+                                 "manifest (modified or corrupt): restore the file")
         self._sp = spm.SentencePieceProcessor()
         try:
             if not data:
