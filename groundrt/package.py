@@ -42,7 +42,8 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 16 << 20
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "PackageError", "input_shape",
-           "named_files", "read_manifest", "sha256_of", "verify_files", "write_manifest"]
+           "named_files", "read_manifest", "read_verified", "sha256_of", "verify_files",
+           "write_manifest"]
 
 
 def sha256_of(path: Path) -> str:
@@ -124,6 +125,21 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"the manifest holds {text}, beyond the range of a float")
     return value
+
+
+def read_verified(folder: str | Path, manifest: dict, name: str) -> bytes:
+    """The bytes of the package file `name`, checked against the manifest's SHA-256: what a
+    parser is handed, so that the file parsed is the file verified."""
+    folder = Path(folder)
+    entry = manifest.get("files", {}).get(name)
+    if entry is None:
+        raise PackageError(f"package {folder}: {name} has no hash in the manifest")
+    data = check_member(folder, name, f"file {name!r}").read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise PackageError(f"package {folder}: {name} does not match its SHA-256 in the "
+                           "manifest (modified or corrupt): re-export the package or "
+                           "restore the file")
+    return data
 
 
 def verify_files(folder: Path, manifest: dict) -> None:

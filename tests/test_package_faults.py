@@ -167,3 +167,14 @@ def test_the_tokenizer_parses_the_bytes_it_verified(package, tmp_path):
         f.write(b"\0")
     with pytest.raises(TokenizerError, match="does not match its SHA-256"):
         Tokenizer(other, sha256=digest)
+
+
+def test_the_graphs_are_built_from_the_bytes_verified(package):
+    """A graph changed after the package's hashes were checked is refused, not run."""
+    from groundrt.runtime.onnx_graphs import OnnxGraphs
+
+    manifest = read_manifest(package)  # checked here ...
+    graph = package / manifest["graphs"]["image"][manifest["precision"]]
+    graph.write_bytes(graph.read_bytes() + b"\0")  # ... changed after
+    with pytest.raises(PackageError, match="does not match its SHA-256"):
+        OnnxGraphs(package, manifest=manifest)
