@@ -22,10 +22,17 @@ class TokenizerError(GroundrtError, ValueError):
 class CaptionTooLongError(TokenizerError):
     """A caption has more tokens than the text engine accepts; the caller decides to truncate."""
 
-    def __init__(self, num_tokens: int, max_tokens: int, caption: str) -> None:
+    def __init__(self, num_tokens: int, max_tokens: int, caption: str,
+                 phrases: int | None = None) -> None:
         self.num_tokens = num_tokens
         self.max_tokens = max_tokens
         preview = caption if len(caption) <= 60 else caption[:57] + "..."
+        if phrases is not None:  # explicit phrases, encoded as one list-like caption
+            super().__init__(
+                f"the {phrases} phrases take {num_tokens} tokens together (BOS and the "
+                f"separators between them included), more than the limit of {max_tokens} "
+                "tokens: give fewer or shorter phrases")
+            return
         super().__init__(
             f"caption {preview!r} is {num_tokens} tokens long (BOS included), more than the "
             f"limit of {max_tokens} tokens: shorten the caption or truncate it")

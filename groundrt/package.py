@@ -21,28 +21,33 @@ The manifest (format version 2) holds:
     engines      [{"file", "graph", "precision", "tensorrt", "gpu", "compute_capability"}]
     files        {file: {"sha256", "bytes"}} for every file named above
 
-The runtime loads only the files the manifest names and checks their hashes first. Version 2
-added the phrase graph (network v2); version 1 packages (network v1) load unchanged.
+The runtime loads only the files the manifest names and checks their hashes first: the
+manifest is read (at most MAX_MANIFEST_BYTES, no NaN or infinite numbers) and checked against
+its schema (groundrt/package_schema.py: types, ranges, known precisions and graph names, every
+path inside the package folder), then every named file is hashed, before any of them is parsed.
+Version 2 added the phrase graph (network v2); version 1 packages (network v1) load unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 from groundrt import __version__
-from groundrt.errors import GroundrtError
+from groundrt.package_schema import PackageError, check_manifest, check_member
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "groundrt-package"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: network v1 packages, written before the phrase graph existed
+MAX_MANIFEST_BYTES = 16 << 20
 
-
-class PackageError(GroundrtError):
-    """A model package is missing, malformed, or its files do not match the manifest."""
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "PackageError", "input_shape",
+           "named_files", "read_manifest", "read_verified", "sha256_of", "verify_files",
+           "write_manifest"]
 
 
 def sha256_of(path: Path) -> str:
@@ -92,10 +97,17 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise PackageError(f"{folder} is not a model package: {MANIFEST_FILE} is missing")
+    check_member(folder, MANIFEST_FILE, "the manifest")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{path} is {path.stat().st_size} bytes, more than a manifest can be "
+                           f"({MAX_MANIFEST_BYTES})")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant,
+                              parse_float=_finite_float)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PackageError(f"{path} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # NaN, Infinity, a float beyond double range
+        raise PackageError(f"{path}: {exc}: re-export the package") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"{path} is not a groundrt package manifest")
     version = manifest.get("format_version")
@@ -103,9 +115,36 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
         raise PackageError(f"{path} has format version {version}; this groundrt reads versions "
                            f"{', '.join(map(str, READABLE_VERSIONS))}: re-export the package "
                            "with this version (groundrt export package)")
+    check_manifest(manifest, folder)
     if verify:
         verify_files(folder, manifest)
     return manifest
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"the manifest holds {name}, not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the manifest holds {text}, beyond the range of a float")
+    return value
+
+
+def read_verified(folder: str | Path, manifest: dict, name: str) -> bytes:
+    """The bytes of the package file `name`, checked against the manifest's SHA-256: what a
+    parser is handed, so that the file parsed is the file verified."""
+    folder = Path(folder)
+    entry = manifest.get("files", {}).get(name)
+    if entry is None:
+        raise PackageError(f"package {folder}: {name} has no hash in the manifest")
+    data = check_member(folder, name, f"file {name!r}").read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise PackageError(f"package {folder}: {name} does not match its SHA-256 in the "
+                           "manifest (modified or corrupt): re-export the package or "
+                           "restore the file")
+    return data
 
 
 def verify_files(folder: Path, manifest: dict) -> None:
@@ -115,7 +154,7 @@ def verify_files(folder: Path, manifest: dict) -> None:
         if entry is None:
             raise PackageError(f"package {folder}: {name} has no hash in the manifest "
                                "(the manifest was edited by hand?)")
-        path = folder / name
+        path = check_member(folder, name, f"file {name!r}")
         if not path.is_file():
             raise PackageError(f"package {folder}: {name} is missing")
         if path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:

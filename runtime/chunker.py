@@ -170,13 +170,13 @@ def _position_end(caption: str, words: list[_Word], last: int, lex: _Lexicon) ->
 def _is_plural_modifier(norm: str, lex: _Lexicon) -> bool:
     if norm in lex.plural_words:
         return True
-    if norm.isdigit():
+    if norm.isdecimal():
         return int(norm) > 1
     return lex.numbers.get(norm, 0) > 1
 
 
 def _rank(norm: str, lex: _Lexicon) -> int | None:
-    if norm.isdigit():
+    if norm.isdecimal():
         return _QUANT
     return lex.ranks.get(norm)
 

@@ -1,6 +1,8 @@
 """The `groundrt` command line: one entry point, a sub-command per job.
 
 Exit codes: 0 ok, 2 bad usage, 1 runtime error (one line; the traceback only with --debug).
+`groundrt run`: 0 when it processed at least one frame and no error stopped it, 1 when it
+processed nothing or an error stopped it (the summary line comes first), 130 on Ctrl-C.
 Heavy modules are imported inside the handlers so that `groundrt --help` stays fast.
 """
 
@@ -167,10 +169,8 @@ def _cmd_data_video(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from groundrt.runtime.captions import CaptionSource, Prompt
-    from groundrt.runtime.grounder import Grounder
+    from groundrt.runtime.captions import Prompt, read_caption_file
+    from groundrt.runtime.images import DEFAULT_MAX_PIXELS
     from groundrt.runtime.sinks import (
         VIDEO_FOURCC,
         ImageFolderSink,
@@ -179,32 +179,69 @@ def _cmd_run(args: argparse.Namespace) -> int:
         WindowSink,
     )
     from groundrt.runtime.sources import Reconnect, open_source
-    from groundrt.runtime.stream import Stream
 
     if args.caption is None and args.phrases is None:
         if not args.caption_file:
             raise UsageError("give --caption, --phrases or --caption-file")
-        args.caption = Path(args.caption_file).read_text(encoding="utf-8")
+        args.caption = read_caption_file(args.caption_file)
     prompt = Prompt.parse(args.caption, args.phrases)
-    # Outputs first: an unwritable path fails before the model loads or a frame is read.
+    args.max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    # Outputs first: an unwritable path fails before the model loads or a frame is read (an
+    # existing output file is replaced only once a frame has been written: runtime/sinks.py).
     sinks = []
-    if args.json:
-        sinks.append(JsonlSink(args.json))
-    save_video = args.save and Path(args.save).suffix.lower() in VIDEO_FOURCC
-    if args.save and not save_video:
-        sinks.append(ImageFolderSink(args.save))
-    if args.show:
-        sinks.append(WindowSink())
-    source = open_source(args.source, args.vid_stride, Reconnect(args.reconnect_attempts))
-    if save_video:
-        sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
+    try:
+        if args.json:
+            sinks.append(JsonlSink(args.json))
+        save_video = args.save and Path(args.save).suffix.lower() in VIDEO_FOURCC
+        if args.save and not save_video:
+            sinks.append(ImageFolderSink(args.save))
+        if args.show:
+            sinks.append(WindowSink())
+        source = open_source(args.source, args.vid_stride, Reconnect(args.reconnect_attempts),
+                             max_pixels=args.max_pixels)
+        try:
+            _check_outputs(args, source, sinks)
+            if save_video:
+                sinks.append(VideoSink(args.save, (source.fps or 10.0) / args.vid_stride))
+            return _stream(args, prompt, source, sinks)
+        finally:
+            source.close()
+    finally:
+        for sink in sinks:  # a stream closes its sinks; this closes them when none ran
+            sink.close()
+
+
+def _check_outputs(args: argparse.Namespace, source, sinks: list) -> None:
+    """OutputError when an output would overwrite an input (a source file, the caption file)."""
+    from groundrt.runtime.sinks import ImageFolderSink, check_not_inputs
+
+    inputs = list(getattr(source, "paths", []))
+    if Path(args.source).is_file():
+        inputs.append(Path(args.source))
+    if args.caption_file:
+        inputs.append(Path(args.caption_file))
+    outputs = [Path(p) for p in (args.json, args.save) if p]
+    for sink in sinks:
+        if isinstance(sink, ImageFolderSink):
+            outputs += [sink.output_path(p.name, 0) for p in getattr(source, "paths", [])]
+    check_not_inputs(outputs, inputs)
+
+
+def _stream(args: argparse.Namespace, prompt, source, sinks: list) -> int:
+    from tqdm import tqdm
+
+    from groundrt.runtime.captions import CaptionSource
+    from groundrt.runtime.grounder import Grounder
+    from groundrt.runtime.stream import Stream
+
     grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
                         threads=args.threads, kernel_threads=args.kernel_threads,
-                        device=args.device, ort_provider=args.ort_provider)
+                        device=args.device, ort_provider=args.ort_provider,
+                        max_pixels=args.max_pixels)
     grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
     captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
                              watch=args.caption_file,
-                             stdin=sys.stdin if args.stdin_captions else None)
+                             stdin=sys.stdin.buffer if args.stdin_captions else None)
     total = source.total if args.max_frames is None else min(source.total or args.max_frames,
                                                              args.max_frames)
     live = True if args.live else False if args.lossless else None
@@ -216,7 +253,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         report = stream.run()
     print(report.summary())
-    return 130 if report.interrupted else 0
+    if report.interrupted:
+        return 130
+    if report.error:
+        print(f"groundrt: error: {report.error}", file=sys.stderr)
+        return 1
+    if not report.processed:
+        print(f"groundrt: error: no frame of {source.name} was processed "
+              f"({report.read} read)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -413,7 +459,11 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     policy.add_argument("--lossless", action="store_true", help="process every frame in order "
                         "(default for files)")
     rn.add_argument("--reconnect-attempts", type=int, default=5,
-                    help="reopen a camera or stream that drops this many times (backoff)")
+                    help="reopen a camera or stream this many times in a row (backoff) before "
+                    "giving up; the count restarts only when a frame arrives")
+    rn.add_argument("--max-pixels", type=int,
+                    help="largest image or frame, width x height (default 40,000,000), "
+                    "checked from a file's header before it is decoded")
     rn.add_argument("--quiet", action="store_true", help="no progress bar")
     rn.set_defaults(handler=_cmd_run)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from groundrt.errors import GroundrtError
+from groundrt.errors import CaptionTooLongError, GroundrtError
 from groundrt.kernels import cpu as cpu_kernels
 from groundrt.package import (
     MANIFEST_FILE,
@@ -35,9 +35,10 @@ from groundrt.preprocess import Letterbox, letterbox_input
 from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend, parse_device
 from groundrt.runtime.chunker import noun_phrases, require_noun_phrases
-from groundrt.runtime.images import ImageInput, load_image
+from groundrt.runtime.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from groundrt.runtime.postprocess import Postprocessor
 from groundrt.runtime.results import GroundingResult, PhraseResult
+from groundrt.text.checks import check_text
 from groundrt.text.tokenizer import Tokenizer
 
 EXPLICIT_SEPARATOR = ", "  # explicit phrases are encoded as one list-like caption
@@ -133,6 +134,8 @@ class Grounder:
         OpenCV and numpy; True requires them.
     threads: ONNX Runtime's intra-op threads. kernel_threads: threads of the C++ letterbox (bands
         of rows) and mask decoding (one phrase each); the results do not depend on it.
+    max_pixels: the largest image accepted (width x height), checked from a file's header before
+        it is decoded.
     device: "cpu", "cuda" or "cuda:N": where ONNX Runtime runs (its CUDA execution provider, or
         TensorRT's with ort_provider="tensorrt"; needs onnxruntime-gpu) and, on a GPU, where
         the CUDA kernels decode the masks (when built and pycuda is installed). The TensorRT
@@ -150,7 +153,8 @@ class Grounder:
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
                  kernel_threads: int = 2, device: str = "cpu",
-                 ort_provider: str | None = None) -> None:
+                 ort_provider: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
         if (self.folder / MANIFEST_FILE).is_file():
             self.manifest = read_manifest(self.folder)
@@ -162,7 +166,9 @@ class Grounder:
         self.backend: Backend = create_backend(backend, self.folder, self.manifest, precision,
                                                threads, device, ort_provider)
         tokenizer = self.manifest["tokenizer"]
-        self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
+        digest = self.manifest.get("files", {}).get(tokenizer["file"], {}).get("sha256")
+        self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"],
+                                   sha256=digest)
         # a backend on a GPU decodes masks with the CUDA kernels on that GPU; the TensorRT
         # backend then hands them pixel_embed on the device
         self.postprocess = Postprocessor(native_kernels, gpu_index(self.backend),
@@ -171,6 +177,7 @@ class Grounder:
             self.backend.device_outputs = self.postprocess.on_gpu
         self.native_letterbox = native_kernels is not False and cpu_kernels.is_usable()
         self.kernel_threads = kernel_threads
+        self.max_pixels = max_pixels
         self.input_shape: tuple[int, int] = input_shape(self.manifest)
         self.grounding: dict = self.manifest["grounding"]
         self.phrase_queries = has_phrase_decoder(self.manifest)  # network v2
@@ -187,7 +194,7 @@ class Grounder:
         """The phrase embeddings of a caption (its noun phrases), of explicit phrases, or of
         given char `spans` of the caption (with their `plural` flags; default: the chunker's
         reading of each span)."""
-        key = (caption, tuple(phrases) if phrases is not None else None,
+        key = (*self._check_prompt(caption, phrases),
                tuple(map(tuple, spans)) if spans is not None else None,
                tuple(plural) if plural is not None else None)
         with self._text_lock:
@@ -200,6 +207,24 @@ class Grounder:
             if len(self._text_cache) > self.text_cache_size:
                 self._text_cache.popitem(last=False)
             return encoding
+
+    def _check_prompt(self, caption: object, phrases: object) -> tuple:
+        """The cache key of a valid prompt; TypeError / a groundrt error naming what is wrong.
+        Checked before anything is cached or run, so a bad prompt leaves no trace."""
+        if phrases is None:
+            if caption is None:
+                raise ValueError("give a caption or a list of phrases")
+            return check_text(caption), None
+        if isinstance(phrases, str | bytes) or not isinstance(phrases, Sequence):
+            raise TypeError(f"phrases must be a list of str, not {type(phrases).__name__}"
+                            + (" (wrap one phrase in a list)" if isinstance(phrases, str)
+                               else ""))
+        if len(phrases) > self.max_phrases:
+            raise TooManyPhrasesError(f"{len(phrases)} phrases, more than this Grounder's limit "
+                                      f"of {self.max_phrases}: split the list or raise "
+                                      "max_phrases")
+        texts = tuple(check_text(p, f"phrase {i}") for i, p in enumerate(phrases))
+        return (check_text(caption) if caption is not None else None), texts
 
     def _encode_text(self, caption: str | None, phrases: Sequence[str] | None,
                      given_spans: Sequence[tuple[int, int]] | None,
@@ -216,8 +241,12 @@ class Grounder:
             spans = tuple(char_spans)
         elif phrases is not None:
             texts = [p.strip() for p in phrases]
-            if not texts or any(not t for t in texts):
+            if not texts:
                 raise ValueError("phrases must be a non-empty list of non-empty strings")
+            empty = [i for i, t in enumerate(texts) if not t]
+            if empty:
+                raise ValueError(f"phrases must be a non-empty list of non-empty strings: "
+                                 f"phrase {empty[0]} is {phrases[empty[0]]!r}")
             full = EXPLICIT_SEPARATOR.join(texts)
             starts = np.cumsum([0] + [len(t) + len(EXPLICIT_SEPARATOR) for t in texts[:-1]])
             char_spans = [(int(s), int(s) + len(t)) for s, t in zip(starts, texts, strict=True)]
@@ -235,7 +264,13 @@ class Grounder:
             raise TooManyPhrasesError(f"{len(texts)} phrases, more than this Grounder's limit "
                                       f"of {self.max_phrases}: split the caption or raise "
                                       "max_phrases")
-        encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
+        try:
+            encoding, token_spans = self.tokenizer.encode_phrases(full, char_spans)
+        except CaptionTooLongError as exc:
+            if phrases is None:
+                raise
+            raise CaptionTooLongError(exc.num_tokens, exc.max_tokens, full,
+                                      len(texts)) from None
         token_outputs = self.backend.text(encoding.ids)
         plural_flags = np.array(plural, dtype=bool)
         if self.phrase_queries:
@@ -262,6 +297,11 @@ class Grounder:
                      spans: Sequence[tuple[int, int]] | None = None,
                      plural: Sequence[bool] | None = None) -> list[GroundingResult]:
         """`ground` for several images with one caption: one image-graph call for all."""
+        if isinstance(images, str | bytes | np.ndarray) or not isinstance(images, Sequence):
+            raise TypeError(f"ground_batch takes a list of images, not {type(images).__name__} "
+                            "(ground takes one)")
+        if not images:
+            raise ValueError("ground_batch needs at least one image")
         start = time.perf_counter()
         text = self.encode_text(caption, phrases, spans, plural)
         after_text = time.perf_counter()
@@ -288,7 +328,7 @@ class Grounder:
 
     def prepare(self, image: ImageInput, rgb: bool = False) -> PreparedImage:
         """Load, letterbox and normalize one image."""
-        loaded = load_image(image, rgb)
+        loaded = load_image(image, rgb, self.max_pixels)
         box = Letterbox(self.input_shape, *loaded.shape[:2])
         return PreparedImage(box, letterbox_input(loaded, box, self.native_letterbox,
                                                       self.kernel_threads))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from groundrt.package import PackageError, read_manifest
+from groundrt.package import PackageError, read_manifest, read_verified
 
 
 class OnnxGraphs:
@@ -39,18 +39,25 @@ class OnnxGraphs:
         # (mask decoding, the next frame's letterbox) need: stop them when a run returns.
         options.add_session_config_entry("session.force_spinning_stop", "1")
         providers = providers or ["CPUExecutionProvider"]
+        # sessions are built from the bytes whose hash was checked, not from the path again
         self.image_session = ort.InferenceSession(
-            str(self.folder / graphs["image"][precision]), options, providers=providers)
+            self._graph(graphs["image"][precision]), options, providers=providers)
         self.text_session = ort.InferenceSession(
-            str(self.folder / graphs["text"][text_precision]), options, providers=providers)
+            self._graph(graphs["text"][text_precision]), options, providers=providers)
         self.phrase_session = None
         if "phrase" in graphs:  # network v2; the phrase decoder stays float (it is small)
             self.phrase_session = ort.InferenceSession(
-                str(self.folder / graphs["phrase"]["fp32"]), options, providers=providers)
+                self._graph(graphs["phrase"]["fp32"]), options, providers=providers)
         io = self.manifest["io"]
         self.image_outputs = [t["name"] for t in io["image"]["outputs"]]
         self.text_outputs = [t["name"] for t in io["text"]["outputs"]]
         self.phrase_inputs = [t["name"] for t in io.get("phrase", {}).get("inputs", [])]
+
+    def _graph(self, name: str) -> bytes | str:
+        """A graph's verified bytes (a package), or its path (a manifest without hashes)."""
+        if name in self.manifest.get("files", {}):
+            return read_verified(self.folder, self.manifest, name)
+        return str(self.folder / name)
 
     def image(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
         """[B, 3, S, S] float32 normalized -> (pixel_embed [B, D, h, w], mask_embed [B, Q, D])

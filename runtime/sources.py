@@ -7,7 +7,9 @@ OpenCV.
 
 Files end at their end; a camera or stream that stops delivering frames is reopened with
 exponential backoff (bounded attempts, each logged) and fails with `SourceError` when it does not
-come back. Unreadable image files and frames that do not decode are skipped and counted
+come back. The attempts are counted from the last frame delivered, not from the last open: a
+source that opens but never delivers a frame gives up after the same number of attempts.
+Unreadable image files and frames that do not decode are skipped and counted
 (`source.corrupt`).
 """
 
@@ -31,12 +33,14 @@ from groundrt.runtime.gstreamer import (
     pipeline_of,
     require_gstreamer,
 )
-from groundrt.runtime.images import ImageError, load_image
+from groundrt.runtime.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+# a live source that delivers this many frames in a row that do not decode is reopened
+MAX_CORRUPT_IN_A_ROW = 100
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -72,11 +76,9 @@ class Reconnect:
     first_delay: float = 0.5
     max_delay: float = 8.0
 
-    def delays(self) -> Iterator[float]:
-        delay = self.first_delay
-        for _ in range(self.attempts):
-            yield delay
-            delay = min(delay * 2, self.max_delay)
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt` (1-based)."""
+        return min(self.first_delay * 2.0 ** min(attempt - 1, 64), self.max_delay)
 
 
 class FrameSource:
@@ -108,16 +110,18 @@ class ImageFiles(FrameSource):
 
     kind = "images"
 
-    def __init__(self, paths: list[Path], name: str, vid_stride: int = 1) -> None:
+    def __init__(self, paths: list[Path], name: str, vid_stride: int = 1,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__(name, vid_stride)
         self.paths = paths[::vid_stride]
         self.total = len(self.paths)
+        self.max_pixels = max_pixels
 
     def __iter__(self) -> Iterator[Frame]:
         start = time.perf_counter()
         for path in self.paths:
             try:
-                image = load_image(path)
+                image = load_image(path, max_pixels=self.max_pixels)
             except ImageError as exc:
                 self.corrupt += 1
                 log.warning("skipping %s", exc)
@@ -140,6 +144,7 @@ class VideoSource(FrameSource):
         self.open_capture = open_capture
         self.reconnect = reconnect or Reconnect()
         self.capture: Capture | None = None
+        self._attempts = 0  # reopen attempts since the last frame delivered
         self._open_first()
 
     def _open_first(self) -> None:
@@ -158,15 +163,20 @@ class VideoSource(FrameSource):
             self.total = -(-count // self.vid_stride) if count > 0 else None
 
     def _reopen(self, reason: str) -> Capture:
-        """A working capture after `reason`, or SourceError after the last attempt."""
-        for attempt, delay in enumerate(self.reconnect.delays(), start=1):
+        """A working capture after `reason`, or SourceError once `reconnect.attempts` attempts
+        have passed since the last frame delivered (an open that delivers nothing counts)."""
+        while self._attempts < self.reconnect.attempts:
+            self._attempts += 1
+            attempt = self._attempts
+            delay = self.reconnect.delay(attempt)
             log.warning("%s: reopening in %.1f s (attempt %d of %d)", reason, delay, attempt,
                         self.reconnect.attempts)
             time.sleep(delay)
             capture = self.open_capture()
             if capture.isOpened():
                 self.reconnects += 1
-                log.warning("%s %s is back after %d attempt(s)", self.kind, self.name, attempt)
+                log.warning("%s %s is open again after attempt %d", self.kind, self.name,
+                            attempt)
                 return capture
             capture.release()
         raise SourceError(f"{reason}, and it did not come back after "
@@ -175,15 +185,19 @@ class VideoSource(FrameSource):
     def _next_image(self) -> np.ndarray | None:
         """The next frame (after skipping vid_stride - 1), None at the end of a file."""
         assert self.capture is not None
+        corrupt_in_a_row = 0
         while True:
             skipped = all(self.capture.grab() for _ in range(self.vid_stride - 1))
             ok, image = self.capture.read() if skipped else (False, None)
             if ok and image is not None and image.ndim == 3 and image.size:
+                self._attempts = 0  # the source works: a later drop gets every attempt again
                 return image
             if ok:  # the capture delivered something that is not an image
                 self.corrupt += 1
+                corrupt_in_a_row += 1
                 log.warning("skipping a frame of %s that did not decode", self.name)
-                continue
+                if not self.live or corrupt_in_a_row < MAX_CORRUPT_IN_A_ROW:
+                    continue  # else a live source delivering only garbage is reopened
             if not self.live:
                 return None
             self.capture.release()
@@ -221,10 +235,12 @@ def _image_paths(spec: str) -> list[Path] | None:
     return None
 
 
-def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = None) -> FrameSource:
+def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> FrameSource:
     """The source `spec` names: an image file, a folder or glob of images, a video file, a camera
     index ("0") or device ("/dev/video0"), an rtsp:// / http(s):// stream URL, a Jetson CSI
-    camera ("csi://0") or a GStreamer pipeline ("gst:PIPELINE"; runtime/gstreamer.py)."""
+    camera ("csi://0") or a GStreamer pipeline ("gst:PIPELINE"; runtime/gstreamer.py).
+    `max_pixels` bounds the image files (read from their headers)."""
     if is_gstreamer_source(spec):
         pipeline = pipeline_of(spec)  # a malformed spec fails before OpenCV is asked
         require_gstreamer(spec)
@@ -232,7 +248,7 @@ def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = No
         return VideoSource(lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER), spec,
                            "camera" if spec.startswith(CSI_SCHEME) else "gstreamer", live,
                            vid_stride, reconnect)
-    if spec.isdigit():
+    if spec.isdecimal():
         index = int(spec)
         return VideoSource(lambda: cv2.VideoCapture(index), spec, "camera", True, vid_stride,
                            reconnect)
@@ -248,7 +264,7 @@ def open_source(spec: str, vid_stride: int = 1, reconnect: Reconnect | None = No
             raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {spec}")
         if len(paths) == 1 and not paths[0].is_file():
             raise SourceError(f"image file {spec} does not exist")
-        return ImageFiles(paths, spec, vid_stride)
+        return ImageFiles(paths, spec, vid_stride, max_pixels)
     path = Path(spec)
     if not path.is_file():
         raise SourceError(f"source {spec} is not a file, a folder, a glob, a camera index, "

@@ -10,16 +10,21 @@ numpy release the GIL while they work). Two policies for frames the pipeline can
 * lossless (files by default): capture waits; every frame is processed, in order;
 * live (cameras and streams by default): only the newest captured frame waits; the one it
   replaces is dropped and counted.
-Every frame read is either processed (written to every sink) or counted as dropped (live policy,
-or a frame that did not decode). Ctrl-C stops capture; the frames in flight are finished and the
-sinks flushed. `run(pipelined=False)` runs the same stages one frame at a time (the baseline of
-benchmarks/stream_throughput.py).
+Every frame read is either processed (written to every sink) or counted as dropped: by the live
+policy, because it did not decode (corrupt), or because the stream stopped on an error while it
+was in flight (failed); read = processed + dropped however the stream stops. Ctrl-C stops
+capture; the frames in flight are finished and the sinks flushed. An error (a full disk, a
+source that does not come back) stops the stream the same way: `run` returns the report with
+the error's message in `report.error`. `run(pipelined=False)` runs the same stages one frame at
+a time (the baseline of benchmarks/stream_throughput.py). Per-frame statistics take bounded
+memory (a latency histogram), however long the stream runs.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from groundrt.errors import GroundrtError
 from groundrt.runtime.captions import CaptionSource, Prompt
 from groundrt.runtime.grounder import Grounder
 from groundrt.runtime.images import ImageError
@@ -68,36 +74,71 @@ class LatestSlot:
             return self._items.popleft()
 
 
+class LatencyHistogram:
+    """Latencies in bounded memory for a 24/7 stream: counts in buckets 1% wide (relative, from
+    1 us to 1,000 s), so a percentile is within 1% of the exact one; min and max are exact."""
+
+    LOW_MS, HIGH_MS, RATIO = 1e-3, 1e6, 1.01
+
+    def __init__(self) -> None:
+        self.buckets = math.ceil(math.log(self.HIGH_MS / self.LOW_MS, self.RATIO)) + 1
+        self.counts = np.zeros(self.buckets, dtype=np.int64)
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, ms: float) -> None:
+        ratio = max(ms, self.LOW_MS) / self.LOW_MS
+        index = min(int(math.log(ratio, self.RATIO)), self.buckets - 1)
+        self.counts[index] += 1
+        self.count += 1
+        self.min, self.max = min(self.min, ms), max(self.max, ms)
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0..1): the middle of its bucket, within [min, max]; 0 when empty."""
+        if not self.count:
+            return 0.0
+        if q <= 0 or q >= 1:
+            return float(self.min if q <= 0 else self.max)
+        rank = q * (self.count - 1)
+        index = int(np.searchsorted(np.cumsum(self.counts), math.floor(rank) + 1))
+        middle = self.LOW_MS * self.RATIO ** (index + 0.5)
+        return float(min(max(middle, self.min), self.max))
+
+
 @dataclass
 class StreamReport:
     read: int = 0  # frames the source delivered or failed to decode
     processed: int = 0
     dropped_live: int = 0
     corrupt: int = 0
+    failed: int = 0  # read, then lost because the stream stopped on an error
     reconnects: int = 0
     caption_changes: int = 0
     wall_s: float = 0.0
     interrupted: bool = False
-    latencies_ms: list[float] = field(default_factory=list)  # preprocess start -> written
+    error: str | None = None  # what stopped the stream, when an error did
+    latencies_ms: LatencyHistogram = field(default_factory=LatencyHistogram)  # start -> written
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean busy time per frame
 
     @property
     def dropped(self) -> int:
-        return self.dropped_live + self.corrupt
+        return self.dropped_live + self.corrupt + self.failed
 
     @property
     def fps(self) -> float:
         return self.processed / self.wall_s if self.wall_s > 0 else 0.0
 
     def latency(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q * 100)) if self.latencies_ms else 0.0
+        return self.latencies_ms.percentile(q)
 
     def summary(self) -> str:
         return (f"frames: read {self.read}, processed {self.processed}, dropped {self.dropped} "
-                f"(live {self.dropped_live}, corrupt {self.corrupt}); latency p50 "
-                f"{self.latency(0.5):.1f} ms, p99 {self.latency(0.99):.1f} ms; "
+                f"(live {self.dropped_live}, corrupt {self.corrupt}, failed {self.failed}); "
+                f"latency p50 {self.latency(0.5):.1f} ms, p99 {self.latency(0.99):.1f} ms; "
                 f"{self.fps:.1f} FPS" + (f"; reconnects {self.reconnects}" if self.reconnects
-                                         else "") + (" (interrupted)" if self.interrupted else ""))
+                                         else "") + (" (interrupted)" if self.interrupted else "")
+                + (" (stopped by an error)" if self.error else ""))
 
 
 class Stream:
@@ -119,6 +160,7 @@ class Stream:
         self._busy = dict.fromkeys(STAGES, 0.0)
         self._count_lock = threading.Lock()
         self._fps_window: collections.deque[float] = collections.deque(maxlen=30)
+        self._taken = 0  # frames capture took from the source
 
     def stop(self) -> None:
         """Stop reading frames; those already read are finished (thread-safe)."""
@@ -127,16 +169,18 @@ class Stream:
     # ------------------------------------------------------------------------- the stages
 
     def _frames(self) -> Iterator[tuple[Frame, Prompt]]:
-        """Capture: frames with the prompt current when each was read."""
+        """Capture: frames with the prompt current when each was read (counted here: a source
+        counts a frame only when the next one is asked for)."""
         frames = iter(self.source)
         while not self._stop.is_set():
-            if self.max_frames is not None and self.source.read >= self.max_frames:
+            if self.max_frames is not None and self._taken >= self.max_frames:
                 return
             tick = time.perf_counter()
             frame = next(frames, None)
             self._busy["capture"] += time.perf_counter() - tick
             if frame is None:
                 return
+            self._taken += 1
             yield frame, self.captions.current()
 
     def _preprocess(self, item: tuple) -> tuple:
@@ -171,7 +215,7 @@ class Stream:
             if getattr(sink, "stop_requested", False):
                 self.stop()
         self.report.processed += 1
-        self.report.latencies_ms.append((time.perf_counter() - frame.started) * 1e3)
+        self.report.latencies_ms.add((time.perf_counter() - frame.started) * 1e3)
         if self.progress is not None:
             self.progress()
 
@@ -204,13 +248,14 @@ class Stream:
                 self._run_sequential()
         except KeyboardInterrupt:
             self.report.interrupted = True
+        except (GroundrtError, OSError) as exc:  # a full disk, a source that did not come back
+            log.info("stream stopped: %s", exc)  # the caller reports report.error
+            self.report.error = str(exc)
         finally:
             self.report.wall_s = time.perf_counter() - start
-            for sink in self.sinks:
-                sink.close()
-            self.source.close()
+            self._close()
         report = self.report
-        report.read = self.source.read + self.source.corrupt
+        report.read = self._taken + self.source.corrupt
         report.corrupt += self.source.corrupt
         report.reconnects = self.source.reconnects
         report.caption_changes = self.captions.changes
@@ -218,12 +263,28 @@ class Stream:
         report.stage_ms = {name: busy * 1e3 / frames for name, busy in self._busy.items()}
         return report
 
+    def _close(self) -> None:
+        """Close every sink and the source, each even when another fails."""
+        errors = []
+        for closable in [*self.sinks, self.source]:
+            try:
+                closable.close()
+            except (GroundrtError, OSError) as exc:
+                log.error("closing %s: %s", type(closable).__name__, exc)
+                errors.append(exc)
+        if errors and self.report.error is None:
+            self.report.error = str(errors[0])
+
     def _run_sequential(self) -> None:
         for item in self._frames():
-            for name, function in self._stage_functions():
-                item = self._apply(name, function, item)
-                if item is None:
-                    break
+            try:
+                for name, function in self._stage_functions():
+                    item = self._apply(name, function, item)
+                    if item is None:
+                        break
+            except BaseException:
+                self.report.failed += 1  # this frame was read and will not be written
+                raise
 
     def _run_pipelined(self) -> None:
         functions = dict(self._stage_functions())
@@ -248,8 +309,10 @@ class Stream:
             outbox = queues[index + 1] if index + 1 < len(queues) else None
             failed = False
             while (item := inbox.get()) is not END:
-                if failed:
-                    continue  # drain, so that the stages before this one can finish
+                if failed:  # drain, so that the stages before this one can finish
+                    with self._count_lock:
+                        self.report.failed += 1
+                    continue
                 try:
                     out = item
                     for name, function in group:
@@ -260,6 +323,8 @@ class Stream:
                     failures.append(exc)
                     self.stop()
                     failed = True
+                    with self._count_lock:
+                        self.report.failed += 1
                     continue
                 if out is not None and outbox is not None:
                     outbox.put(out)

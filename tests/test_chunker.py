@@ -177,6 +177,15 @@ def test_require_noun_phrases() -> None:
     assert isinstance(info.value, GroundrtError) and isinstance(info.value, ValueError)
 
 
+def test_digits_of_other_scripts_and_superscripts() -> None:
+    """str.isdigit() is true for "¹", which int() refuses: the chunker crashed on "¹ star"
+    (found by tests/test_fuzz.py). Decimal digits of any script are numbers; others are not."""
+    assert [(p.text, p.plural) for p in noun_phrases("¹ STAR")] == [("STAR", False)]
+    assert [(p.text, p.plural) for p in noun_phrases("٣ stars on the grass")] == [
+        ("٣ stars", True), ("the grass", False)]
+    assert [(p.text, p.plural) for p in noun_phrases("² circle")] == [("circle", False)]
+
+
 @pytest.fixture
 def fresh_spacy_cache():
     chunker._spacy_model.cache_clear()

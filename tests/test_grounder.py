@@ -134,11 +134,15 @@ def test_images_as_paths_bytes_rgb_and_grey(grounder, samples, tmp_path):
     (np.zeros((0, 10, 3), np.uint8), "empty"),
     (np.zeros((10, 10, 3), np.float32), "uint8"),
     (np.zeros((10, 10, 2), np.uint8), "must be"),
-    (12, "numpy array, a path or bytes"),
 ])
 def test_bad_images_raise_image_errors(grounder, image, message):
     with pytest.raises(ImageError, match=message):
         grounder.ground(image, "a red circle")
+
+
+def test_an_image_of_another_type_is_a_type_error(grounder):
+    with pytest.raises(TypeError, match="numpy array, a path or bytes"):
+        grounder.ground(12, "a red circle")
 
 
 def test_bad_captions_and_phrase_lists(grounder, samples):

@@ -25,6 +25,7 @@ from groundrt.text import (
     TokenizerError,
     train_tokenizer,
 )
+from groundrt.text.tokenizer import _has_offset_mapping
 
 # Captions like the procedural ones, plus the words the span table below uses.
 CAPTIONS = [
@@ -295,6 +296,36 @@ def test_data_reader_round_trip(tmp_path: Path, tokenizer: Tokenizer):
     assert found[4, "the grass"] == (9, 11)
 
 
+@pytest.mark.parametrize(("bad", "error", "message"), [
+    ("a red \ud800 circle", TokenizerError, "lone surrogate"),
+    ("caf\udcc3\udca9", TokenizerError, "lone surrogate"),  # b"caf\xc3\xa9" as surrogateescape
+    ("\udfff", TokenizerError, "lone surrogate"),
+    ("a " * 6000, TokenizerError, "characters long"),
+    (b"a red circle", TypeError, "must be a str"),
+    (None, TypeError, "must be a str"),
+])
+def test_a_bad_caption_never_changes_how_the_next_one_is_encoded(model_path: Path, bad, error,
+                                                                 message):
+    tokenizer = Tokenizer(model_path)
+    caption = "Two red circles on the grass, under the sky."
+    before = tokenizer.encode(caption)
+    with pytest.raises(error, match=message):
+        tokenizer.encode(bad)
+    after = tokenizer.encode(caption)
+    assert after.ids.tolist() == before.ids.tolist()
+    assert after.offsets.tolist() == before.offsets.tolist()
+
+
+def test_control_characters_and_any_script_encode(model_path: Path):
+    tokenizer = Tokenizer(model_path)
+    for caption in ("a red\x00 circle", "a\x07 red\x1b[0m circle", "\u200b\u200ba star",
+                    "\u0627\u0644\u0633\u0645\u0627\u0621 the sky", "猫 on the grass \U0001f431"):
+        encoding = tokenizer.encode(caption)
+        assert encoding.ids[0] == tokenizer.bos_id and len(encoding) > 1
+        assert (encoding.offsets[:, 0] <= encoding.offsets[:, 1]).all()
+        assert encoding.offsets.max() <= len(caption)
+
+
 def test_older_sentencepiece_api(model_path: Path):
     """sentencepiece < 0.2.3 has immutable_proto and no offset_mapping: same result."""
     tokenizer = Tokenizer(model_path)
@@ -316,8 +347,9 @@ def test_older_sentencepiece_api(model_path: Path):
     caption = "  Über  CAFÉ, two red circles on the grass."
     expected = Tokenizer(model_path).encode(caption)
     tokenizer._sp = OldProcessor()
-    got = tokenizer.encode(caption)
+    tokenizer._offset_mapping = _has_offset_mapping(tokenizer._sp)  # what __init__ decides
     assert not tokenizer._offset_mapping
+    got = tokenizer.encode(caption)
     assert got.ids.tolist() == expected.ids.tolist()
     assert got.offsets.tolist() == expected.offsets.tolist()
 

@@ -121,6 +121,20 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     assert (run / MODEL_FILE).read_bytes() == (tmp_path / "whole" / MODEL_FILE).read_bytes()
 
 
+def test_resume_without_a_checkpoint_deletes_only_what_training_wrote(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("my notes")  # not training's: --resume must not delete it
+    (run / "train_config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"no complete checkpoint .*notes\.txt"):
+        train(tiny_data, run, TINY, replace(FAST, epochs=1), resume=True, progress=False)
+    assert (run / "notes.txt").read_text() == "my notes"
+    (run / "notes.txt").unlink()
+    (run / MODEL_FILE).write_bytes(b"half a checkpoint")  # killed before its first checkpoint
+    train(tiny_data, run, TINY, replace(FAST, epochs=1), resume=True, progress=False)
+    assert (run / STATE_FILE).is_file() and (run / MODEL_FILE).stat().st_size > 100
+
+
 def test_predict_writes_every_phrase_for_eval(tiny_data, tmp_path):
     from groundrt.metric import PredictionReader, evaluate
     from groundrt.runtime.cli import main

@@ -356,6 +356,10 @@ def small_package(folder):
     (folder / "tokenizer.model").write_bytes(b"not read by the engine builder")
     (folder / "old.engine").write_bytes(b"stale plan")
     write_manifest(folder, {
+        "input": {"size": 8},
+        "grounding": {"logit_scale": 10.0, "affinity_bias": 0.0, "plural_threshold": 0.5,
+                      "pixel_stride": 4},
+        "precision": "int8-trt",
         "tokenizer": {"file": "tokenizer.model", "max_tokens": 64},
         "graphs": {"image": {"int8-trt": "image.int8.trt.onnx"}, "text": {"fp32": "text.onnx"}},
         "io": {"image": {"inputs": [{"name": "x", "dtype": "float32", "shape": [1, 3, 8, 8]}]},

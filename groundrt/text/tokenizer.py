@@ -21,6 +21,7 @@ Only numpy and sentencepiece are needed: the runtime uses this module on Jetson 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import operator
 import os
@@ -34,6 +35,7 @@ import numpy as np
 import sentencepiece as spm
 
 from groundrt.errors import CaptionTooLongError, TokenizerError
+from groundrt.text.checks import check_text
 from groundrt.text.words import WORD_PATTERN
 
 MODEL_FILENAME = "tokenizer.model"
@@ -134,16 +136,22 @@ class Tokenizer:
     """A trained `tokenizer.model`: captions to token ids, phrase char spans to token spans.
 
     `Tokenizer(path, max_tokens=None)`; `max_tokens` is the text engine's limit on T (BOS
-    included), also settable per call of `encode`.
+    included), also settable per call of `encode`. With `sha256` (a package's manifest entry)
+    the bytes read are checked against it before they are parsed: the file parsed is the file
+    verified, even if it changed after the package was checked.
     """
 
-    def __init__(self, path: str | Path, max_tokens: int | None = None) -> None:
+    def __init__(self, path: str | Path, max_tokens: int | None = None,
+                 sha256: str | None = None) -> None:
         self.path = Path(path)
         self.max_tokens = _check_limit(max_tokens)
         hint = "train one with groundrt.text.train_tokenizer or use a model package's tokenizer"
         if not self.path.is_file():
             raise TokenizerError(f"tokenizer model not found: {self.path} ({hint})")
         data = self.path.read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise TokenizerError(f"{self.path} does not match its SHA-256 in the package "
+                                 "manifest (modified or corrupt): restore the file")
         self._sp = spm.SentencePieceProcessor()
         try:
             if not data:
@@ -156,7 +164,9 @@ class Tokenizer:
             raise TokenizerError(
                 f"{self.path} has no BOS or no padding piece (bos_id={self._sp.bos_id()}, "
                 f"pad_id={self._sp.pad_id()}); {hint}")
-        self._offset_mapping = True  # sentencepiece >= 0.2.3; False: the older immutable_proto
+        # sentencepiece >= 0.2.3 reports offsets with return_type="offset_mapping"; older ones
+        # only through immutable_proto. Decided once, here: a failing caption never changes it.
+        self._offset_mapping = _has_offset_mapping(self._sp)
 
     @property
     def vocab_size(self) -> int:
@@ -189,6 +199,7 @@ class Tokenizer:
         when T exceeds `max_tokens` (this call's, else the tokenizer's).
         """
         limit = _check_limit(max_tokens) if max_tokens is not None else self.max_tokens
+        check_text(caption)
         if not caption.strip():
             raise TokenizerError(f"caption {caption!r} is empty: nothing to encode")
         words = list(_words(caption))
@@ -236,13 +247,19 @@ class Tokenizer:
         if not words:
             return []
         if self._offset_mapping:
-            try:
-                out = self._sp.encode(words, return_type="offset_mapping", return_bytes=True)
-                return [(r["ids"], r["offsets"]) for r in out]
-            except TypeError:  # sentencepiece < 0.2.3 has no return_type / offset_mapping
-                self._offset_mapping = False
+            out = self._sp.encode(words, return_type="offset_mapping", return_bytes=True)
+            return [(r["ids"], r["offsets"]) for r in out]
         protos = self._sp.encode(words, out_type="immutable_proto")
         return [([p.id for p in t.pieces], [(p.begin, p.end) for p in t.pieces]) for t in protos]
+
+
+def _has_offset_mapping(sp: spm.SentencePieceProcessor) -> bool:
+    """Whether this sentencepiece has return_type="offset_mapping" (0.2.3 and later)."""
+    try:
+        sp.encode(["a"], return_type="offset_mapping", return_bytes=True)
+    except TypeError:  # an older sentencepiece: no return_type keyword
+        return False
+    return True
 
 
 def _check_limit(max_tokens: int | None) -> int | None:

@@ -107,8 +107,17 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     # A run killed before its first complete checkpoint holds only some of the files.
     resuming = resume and all((run / name).is_file() for name in CHECKPOINT_FILES)
     if run.exists() and any(run.iterdir()) and not resuming:
-        if resume:
-            shutil.rmtree(run)  # --resume on a run with no complete checkpoint: start over
+        if resume:  # no complete checkpoint: start over, removing only what training writes
+            ours = {*CHECKPOINT_FILES, "train_config.json"}
+            ours |= {f"{name}.tmp" for name in ours}
+            others = sorted(p.name for p in run.iterdir() if p.name not in ours)
+            if others:
+                raise FileExistsError(
+                    f"run folder {run} has no complete checkpoint to resume and holds files "
+                    f"training did not write ({', '.join(others[:5])}): move them or choose "
+                    "another --out")
+            for name in ours:
+                (run / name).unlink(missing_ok=True)
         else:
             raise FileExistsError(f"run folder {run} is not empty: pass --resume to continue "
                                   "it or choose another --out")
