@@ -94,3 +94,15 @@ def write_release(root: Path, narratives=NARRATIVES) -> Path:
 @pytest.fixture
 def release(tmp_path: Path) -> Path:
     return write_release(tmp_path / "png")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """10 train and 4 val procedural scenes (with their absent-phrase side files); a test module
+    may define its own."""
+    from groundrt.synth.dataset import synthesize
+
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, "train", 10, seed=5, size=(128, 96), workers=1, progress=False)
+    synthesize(root, "val", 4, seed=6, size=(120, 90), workers=1, progress=False)
+    return root

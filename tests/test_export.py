@@ -33,20 +33,11 @@ from groundrt.model.checkpoint import TOKENIZER_FILE, save_model  # noqa: E402
 from groundrt.model.config import PRESETS, ConfigError  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
-from groundrt.synth.dataset import synthesize  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
 from groundrt.train.batch import collate  # noqa: E402
 from groundrt.train.trainer import TrainConfig  # noqa: E402
 
 TINY = PRESETS["tiny"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(root, "train", 10, seed=5, size=(128, 96), workers=1, progress=False)
-    synthesize(root, "val", 4, seed=6, size=(120, 90), workers=1, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,9 @@ from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
 from groundrt.runtime.cli import main  # noqa: E402
 from groundrt.runtime.grounder import Grounder  # noqa: E402
-from groundrt.synth.dataset import synthesize  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
 
 TINY_V2 = PRESETS["tiny-v2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(root, "train", 10, seed=5, size=(128, 96), workers=1, progress=False)
-    synthesize(root, "val", 4, seed=6, size=(120, 90), workers=1, progress=False)
-    return root
 
 
 def make_run(root: Path, data: Path, presence_bias: float) -> Path:
