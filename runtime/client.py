@@ -13,6 +13,7 @@ turned back into a GroundingResult (masks from their RLE; instances are not sent
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -40,6 +41,19 @@ def parse_url(url: str) -> tuple[str, str]:
     if parsed.scheme not in ("http", "grpc") or not parsed.netloc:
         raise ValueError(f"server URL {url!r}: use http://HOST:PORT or grpc://HOST:PORT")
     return parsed.scheme, parsed.netloc
+
+
+ERROR_LINE = re.compile(r"^(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$")
+
+
+def server_message(message: str) -> str:
+    """The error itself from a server's message: PyTriton sends the model's traceback, whose
+    last exception line is the error ("RequestError: caption is empty: ...")."""
+    if "Traceback" not in message:
+        return message
+    found = [m for line in message.replace("\\n", "\n").splitlines()
+             if (m := ERROR_LINE.match(line.strip()))]
+    return f"{found[-1][1]}: {found[-1][2]}" if found else message
 
 
 def encode_image(image: ImageInput) -> bytes:
@@ -81,7 +95,7 @@ class GroundrtClient:
             return function(*args, **kwargs)
         except InferenceServerException as exc:
             raise ServerError(f"{self.protocol}://{self.address} {what}: "
-                              f"{exc.message()}") from exc
+                              f"{server_message(exc.message() or str(exc))}") from exc
         except OSError as exc:
             raise ServerError(f"cannot reach {self.protocol}://{self.address}: {exc}") from exc
 

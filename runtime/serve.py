@@ -10,8 +10,10 @@ nv_inference_request_success, nv_inference_queue_duration_us, ...).
 
 Dynamic batching gathers requests of the same shape (Triton's rule: same encoded size, e.g. the
 frames of one camera sent raw-compressed alike; JPEGs of different sizes run one by one).
-A batch is grounded per caption with one image-graph call; a malformed request gets its own
-error, the others in its batch their results.
+A batch is grounded per caption with one image-graph call. PyTriton answers a batch with its
+results or with one error: a malformed request fails the batch it is in (with dynamic
+batching, only requests of its own shape share it; the Triton repository's BLS model answers
+each request on its own).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from groundrt.runtime.grounder import Grounder
-from groundrt.runtime.serving import MODEL_NAME, RequestHandler, parse_inputs
+from groundrt.runtime.serving import MODEL_NAME, RequestError, RequestHandler, parse_inputs
 
 log = logging.getLogger(__name__)
 QUEUE_DELAY_US = 2000
@@ -65,22 +67,19 @@ class ServeModel:
         self.handler = RequestHandler(grounder, max_batch)
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
-        from pytriton.exceptions import PyTritonValidationError
-
         items, owners = [], []
         for n, request in enumerate(requests):
-            parsed = parse_inputs(request.get("image"), request.get("caption"),
-                                  request.get("phrases"), self.batched)
+            parsed = parse_inputs(request.data.get("image"), request.data.get("caption"),
+                                  request.data.get("phrases"), self.batched)
             items.extend(parsed)
             owners.extend([n] * len(parsed))
         answers = self.handler.handle(items)
-        responses: list[Any] = []
+        errors = [a for a in answers if isinstance(a, Exception)]
+        if errors:  # PyTriton answers a batch with its results or with one error
+            raise RequestError("; ".join(dict.fromkeys(str(e) for e in errors)))
+        responses = []
         for n in range(len(requests)):
             mine = [a for a, owner in zip(answers, owners, strict=True) if owner == n]
-            error = next((a for a in mine if isinstance(a, Exception)), None)
-            if error is not None:
-                responses.append(PyTritonValidationError(str(error)))
-                continue
             result = np.array([[a.encode()] for a in mine], dtype=np.object_)
             responses.append({"result": result if self.batched else result[0]})
         return responses
