@@ -9,9 +9,9 @@ request gets its JSON result or its own error. The outputs of graph models on a 
 in CPU memory (`preferred_memory`): the mask decoding runs in this model, on the CPU kernels.
 
 `triton_python_backend_utils` exists only inside Triton's Python-backend stub: this module
-imports it when the server loads the model (not on import), and nothing here runs in the test
-suite (PyTriton's wheel has no ONNX Runtime backend to serve the graph models; `groundrt serve`
-runs the same request handling with the graphs in process).
+imports it when the server loads the model (not on import). tests/test_triton_bls.py runs this
+model in the tritonserver PyTriton's wheel bundles (which has only the Python backend: there
+the graph models run their model.onnx in ONNX Runtime inside Python-backend models).
 """
 
 from __future__ import annotations
