@@ -99,6 +99,10 @@ def _model_config(name: str):
 
 
 def _report_training(state: dict, out: str) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")):  # torchrun: rank 0 reports (it validated)
+        return
     last = state["history"][-1] if state["history"] else {}
     print(f"trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} min; "
           f"val AR {last.get('overall', float('nan')):.4f}; run in {out}")
