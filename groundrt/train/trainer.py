@@ -122,9 +122,10 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
 
     train_set, val_set = PNGDataset(data, "train"), PNGDataset(data, "val")
     if ranks.main:
-        tokenizer_path = prepare_tokenizer(run, train_set, tokenizer)
+        tokenizer = prepare_tokenizer(run, train_set, tokenizer)
     ranks.barrier()  # the others read the tokenizer rank 0 wrote
-    tokenizer = tokenizer_path if ranks.main else prepare_tokenizer(run, train_set, None)
+    if not ranks.main:
+        tokenizer = prepare_tokenizer(run, train_set, None)
     if resuming:
         model = load_model(run)
     else:
