@@ -7,4 +7,5 @@ import sys
 
 from groundrt.runtime.cli import main
 
-sys.exit(main(["train", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
