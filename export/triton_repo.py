@@ -31,18 +31,14 @@ from pathlib import Path
 from groundrt.errors import GroundrtError
 from groundrt.package import read_manifest
 from groundrt.runtime.backends import default_gpu_precision
+from groundrt.runtime.serving import DEFAULT_MAX_BATCH, MODEL_NAME, QUEUE_DELAY_US
 
-MODEL_NAME = "groundrt"
 GRAPH_MODEL = "groundrt_{graph}"  # groundrt_image, groundrt_text, groundrt_phrase
 VERSION = "1"
 PACKAGE_FOLDER = "package"  # in groundrt/1/: what the BLS model's Grounder reads
 DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32",
           "int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 BATCH_AXIS = "batch"
-# the largest image batch: what a GPU fills in a few ms at the student's input size; the BLS
-# model sends one image per request, Triton's dynamic batcher gathers them
-DEFAULT_MAX_BATCH = 8
-QUEUE_DELAY_US = 2000  # how long a request waits for others to fill a batch
 
 BLS_MODEL_PY = '''"""groundrt's Triton Python-backend model (from `groundrt export triton`)."""
 

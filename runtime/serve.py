@@ -18,7 +18,6 @@ each request on its own).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sysconfig
@@ -29,10 +28,14 @@ from typing import Any
 import numpy as np
 
 from groundrt.runtime.grounder import Grounder
-from groundrt.runtime.serving import MODEL_NAME, RequestError, RequestHandler, parse_inputs
-
-log = logging.getLogger(__name__)
-QUEUE_DELAY_US = 2000
+from groundrt.runtime.serving import (
+    DEFAULT_MAX_BATCH,
+    MODEL_NAME,
+    QUEUE_DELAY_US,
+    RequestError,
+    RequestHandler,
+    result_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class ServeOptions:
     metrics_port: int = 8002
     address: str = "127.0.0.1"
     batching: bool = True
-    max_batch: int = 8
+    max_batch: int = DEFAULT_MAX_BATCH
     instances: int = 1
     threads: int = 2
     precision: str | None = None
@@ -67,22 +70,11 @@ class ServeModel:
         self.handler = RequestHandler(grounder, max_batch)
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
-        items, owners = [], []
-        for n, request in enumerate(requests):
-            parsed = parse_inputs(request.data.get("image"), request.data.get("caption"),
-                                  request.data.get("phrases"), self.batched)
-            items.extend(parsed)
-            owners.extend([n] * len(parsed))
-        answers = self.handler.handle(items)
-        errors = [a for a in answers if isinstance(a, Exception)]
+        answers = self.handler.handle_requests([r.data for r in requests], self.batched)
+        errors = [a for mine in answers for a in mine if isinstance(a, Exception)]
         if errors:  # PyTriton answers a batch with its results or with one error
             raise RequestError("; ".join(dict.fromkeys(str(e) for e in errors)))
-        responses = []
-        for n in range(len(requests)):
-            mine = [a for a, owner in zip(answers, owners, strict=True) if owner == n]
-            result = np.array([[a.encode()] for a in mine], dtype=np.object_)
-            responses.append({"result": result if self.batched else result[0]})
-        return responses
+        return [{"result": result_tensor(mine, self.batched)} for mine in answers]
 
 
 def bind(triton: Any, options: ServeOptions) -> list[Grounder]:

@@ -40,6 +40,8 @@ from groundrt.runtime.results import GroundingResult
 from groundrt.text.tokenizer import Tokenizer
 
 MODEL_NAME = "groundrt"
+DEFAULT_MAX_BATCH = 8  # images per batch: what a GPU fills in a few ms at the student's size
+QUEUE_DELAY_US = 2000  # how long the dynamic batcher lets a request wait for others
 MAX_IMAGE_BYTES = 32 << 20  # 32 MiB: a 8K JPEG is a few MB; more is a mistake or an attack
 REQUEST_NAME = "request"
 
@@ -127,7 +129,7 @@ def _parse_item(image: np.ndarray, caption: np.ndarray | None,
 class RequestHandler:
     """Grounds parsed items with one Grounder (thread-safe: Grounder is)."""
 
-    def __init__(self, grounder: Grounder, max_batch: int = 8) -> None:
+    def __init__(self, grounder: Grounder, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.grounder = grounder
         self.max_batch = max_batch
         self._counter = itertools.count()
@@ -165,6 +167,27 @@ class RequestHandler:
                     out[i] = json.dumps(result_record(result, frames[i], received,
                                                       REQUEST_NAME))
         return out  # type: ignore[return-value]
+
+    def handle_requests(self, requests: Sequence[dict], batched: bool
+                        ) -> list[list[str | Exception]]:
+        """Per server request (its inputs by name: image, caption, phrases), the answers of its
+        batch rows, all requests' items grounded together."""
+        items, owners = [], []
+        for n, inputs in enumerate(requests):
+            parsed = parse_inputs(inputs.get("image"), inputs.get("caption"),
+                                  inputs.get("phrases"), batched)
+            items.extend(parsed)
+            owners.extend([n] * len(parsed))
+        per_request: list[list[str | Exception]] = [[] for _ in requests]
+        for owner, answer in zip(owners, self.handle(items), strict=True):
+            per_request[owner].append(answer)
+        return per_request
+
+
+def result_tensor(answers: Sequence[str], batched: bool) -> np.ndarray:
+    """The `result` output of one request: [rows, 1] BYTES with a batch axis, else [1]."""
+    result = np.array([[a.encode()] for a in answers], dtype=np.object_)
+    return result if batched else result[0]
 
 
 class BackendGrounder(Grounder):

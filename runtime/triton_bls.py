@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from groundrt.errors import GroundrtError
-from groundrt.runtime.serving import BackendGrounder, RequestHandler, parse_inputs
+from groundrt.runtime.serving import BackendGrounder, RequestHandler, result_tensor
 
 
 class TritonGraphError(GroundrtError):
@@ -89,25 +89,17 @@ class TritonPythonModel:
         return None if tensor is None else tensor.as_numpy()
 
     def execute(self, requests: list) -> list:
-        items, owners = [], []
-        for n, request in enumerate(requests):
-            parsed = parse_inputs(self._input(request, "image"), self._input(request, "caption"),
-                                  self._input(request, "phrases"), self.batched)
-            items.extend(parsed)
-            owners.extend([n] * len(parsed))
-        answers = self.handler.handle(items)
+        inputs = [{name: self._input(r, name) for name in ("image", "caption", "phrases")}
+                  for r in requests]
         responses = []
-        for n in range(len(requests)):
-            mine = [a for a, owner in zip(answers, owners, strict=True) if owner == n]
+        for mine in self.handler.handle_requests(inputs, self.batched):
             error = next((a for a in mine if isinstance(a, Exception)), None)
             if error is not None:
                 responses.append(self.pb.InferenceResponse(
                     output_tensors=[], error=self.pb.TritonError(str(error))))
-                continue
-            result = np.array([[a.encode()] for a in mine], dtype=np.object_)
-            responses.append(self.pb.InferenceResponse(
-                output_tensors=[self.pb.Tensor("result", result if self.batched
-                                               else result[0])]))
+            else:
+                responses.append(self.pb.InferenceResponse(output_tensors=[
+                    self.pb.Tensor("result", result_tensor(mine, self.batched))]))
         return responses
 
     def finalize(self) -> None:
