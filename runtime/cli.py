@@ -24,6 +24,9 @@ EXAMPLES = """examples:
   groundrt export engine --package packages/student --precision int8
   groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
   groundrt run --source 0 --phrases "a red circle; the grass" --show
+  groundrt export triton --model runtime/models/default --out triton/repo --device gpu
+  groundrt serve --model runtime/models/default --http-port 8000 --grpc-port 8001
+  groundrt run --source video.mp4 --caption "A red star." --server grpc://localhost:8001
   groundrt bench --runs 100
   groundrt info
 """
@@ -34,7 +37,8 @@ class UsageError(Exception):
 
 # The optional extra that provides a module a command may need.
 EXTRA_OF_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
-                   "safetensors": "export", "scipy": "export", "tensorrt": "gpu", "pycuda": "gpu"}
+                   "safetensors": "export", "scipy": "export", "tensorrt": "gpu", "pycuda": "gpu",
+                   "pytriton": "serve", "tritonclient": "serve"}
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -97,6 +101,10 @@ def _model_config(name: str):
 
 
 def _report_training(state: dict, out: str) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")):  # torchrun: rank 0 reports (it validated)
+        return
     last = state["history"][-1] if state["history"] else {}
     print(f"trained {state['step']} steps in {state['elapsed_s'] / 60:.1f} min; "
           f"val AR {last.get('overall', float('nan')):.4f}; run in {out}")
@@ -142,6 +150,28 @@ def _cmd_export_engine(args: argparse.Namespace) -> int:
                                     max_batch=args.max_batch)
     for record in records:
         print(f"built {format_engine(record)}, checked against {record['checked_against']}")
+    return 0
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    from groundrt.export.triton_repo import RepoOptions, export_triton_repo
+
+    options = RepoOptions(device=args.device, instances=args.instances,
+                          precision=args.precision, tensorrt=not args.no_tensorrt,
+                          max_batch=args.max_batch)
+    configs = export_triton_repo(args.model, args.out, options)
+    print(f"wrote Triton model repository {args.out}: " + ", ".join(configs))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from groundrt.runtime.serve import ServeOptions, serve
+
+    serve(ServeOptions(model=args.model, http_port=args.http_port, grpc_port=args.grpc_port,
+                       metrics_port=args.metrics_port, address=args.address,
+                       batching=not args.no_batching, max_batch=args.max_batch,
+                       instances=args.instances, threads=args.threads,
+                       precision=args.precision))
     return 0
 
 
@@ -234,10 +264,15 @@ def _stream(args: argparse.Namespace, prompt, source, sinks: list) -> int:
     from groundrt.runtime.grounder import Grounder
     from groundrt.runtime.stream import Stream
 
-    grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads,
-                        device=args.device, ort_provider=args.ort_provider,
-                        max_pixels=args.max_pixels)
+    if args.server:
+        from groundrt.runtime.client import ServerGrounder
+
+        grounder = ServerGrounder(args.server)
+    else:
+        grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
+                            threads=args.threads, kernel_threads=args.kernel_threads,
+                            device=args.device, ort_provider=args.ort_provider,
+                            max_pixels=args.max_pixels)
     grounder.encode_text(prompt.caption, prompt.phrases)  # a bad caption fails here, not later
     captions = CaptionSource(prompt, lambda p: grounder.encode_text(p.caption, p.phrases),
                              watch=args.caption_file,
@@ -447,6 +482,9 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
                          "other stages use the other cores)", kernel_threads=1,
                          kernel_threads_help="threads of the CPU letterbox and mask decoding "
                          "(default 1: the pipeline's stages already share the cores)")
+    rn.add_argument("--server", metavar="URL", help="ground through a groundrt server "
+                    "(groundrt serve, or Triton with groundrt export triton's repository): "
+                    "http://HOST:PORT or grpc://HOST:PORT; the model options are the server's")
     rn.add_argument("--save", help="annotated output: a video file (.mp4, .avi, ...) or a "
                     "folder of images")
     rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")
@@ -537,6 +575,48 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     en.add_argument("--workspace", type=int, default=1024, help="builder workspace, MB")
     en.add_argument("--max-batch", type=int, default=1, help="largest image batch")
     en.set_defaults(handler=_cmd_export_engine)
+
+    tx = export_commands.add_parser(
+        "triton", help="a Triton Inference Server model repository: the graphs (ONNX Runtime "
+        "or TensorRT) and a groundrt model (Python BLS: image bytes + caption in, JSON out)",
+        epilog="example: groundrt export triton --model runtime/models/default --out "
+               "triton/repo --device gpu")
+    tx.add_argument("--model", required=True, help="model package")
+    tx.add_argument("--out", required=True, help="repository folder (created, must be empty)")
+    tx.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                    help="instance groups of the graph models (default: cpu)")
+    tx.add_argument("--instances", type=int, default=1, help="instances per graph model")
+    tx.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
+                    help="the image graph (default: the package's on cpu, fp32 on gpu)")
+    tx.add_argument("--max-batch", type=int, default=8,
+                    help="max_batch_size of the image, phrase and groundrt models (default 8)")
+    tx.add_argument("--no-tensorrt", action="store_true",
+                    help="ONNX Runtime models even where the package has TensorRT engines")
+    tx.set_defaults(handler=_cmd_export_triton)
+
+    sv = commands.add_parser(
+        "serve", help="a local Triton server (PyTriton) with the groundrt model: HTTP, gRPC, "
+        "/metrics (needs the [serve] extra)",
+        epilog="""example: groundrt serve --model runtime/models/default --http-port 8000
+
+Requests: image (UINT8, the encoded JPEG/PNG bytes), caption (BYTES) or phrases (BYTES);
+the answer: result (BYTES, a line of groundrt run --json). Health: /v2/health/live and
+/v2/health/ready on the HTTP port; metrics: http://ADDRESS:METRICS_PORT/metrics.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sv.add_argument("--model", help="model package (default: the shipped one)")
+    sv.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
+                    help="the image graph (default: the package's)")
+    sv.add_argument("--http-port", type=int, default=8000)
+    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.add_argument("--metrics-port", type=int, default=8002)
+    sv.add_argument("--address", default="127.0.0.1",
+                    help="where the ports listen (default: loopback; 0.0.0.0 for all)")
+    sv.add_argument("--max-batch", type=int, default=8, help="images per batch (default 8)")
+    sv.add_argument("--no-batching", action="store_true", help="no dynamic batching")
+    sv.add_argument("--instances", type=int, default=1,
+                    help="model instances (each its own thread; default 1)")
+    sv.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    sv.set_defaults(handler=_cmd_serve)
 
     pr = commands.add_parser(
         "predict", help="write a run's masks for a split in the prediction format",

@@ -32,6 +32,7 @@ from groundrt.model.inference import predict_masks, predict_phrases
 from groundrt.model.network import GroundingNet, GroundingOutput
 from groundrt.text.tokenizer import Tokenizer, train_tokenizer
 from groundrt.train.batch import Batch, collate
+from groundrt.train.distributed import setup, teardown
 from groundrt.train.losses import grounding_loss
 
 # (output, batch, loss_size) -> (loss, float parts incl. "total"); distillation brings its own
@@ -104,9 +105,11 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     """
     objective = objective or grounding_loss
     run = Path(run)
+    # under torchrun: this process's rank (rank 0 writes the run folder) and device
+    ranks, device = setup(cfg.device, cfg.batch_size)
     # A run killed before its first complete checkpoint holds only some of the files.
     resuming = resume and all((run / name).is_file() for name in CHECKPOINT_FILES)
-    if run.exists() and any(run.iterdir()) and not resuming:
+    if ranks.main and run.exists() and any(run.iterdir()) and not resuming:
         if resume:  # no complete checkpoint: start over, removing only what training writes
             ours = {*CHECKPOINT_FILES, "train_config.json"}
             ours |= {f"{name}.tmp" for name in ours}
@@ -121,18 +124,24 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
         else:
             raise FileExistsError(f"run folder {run} is not empty: pass --resume to continue "
                                   "it or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
     train_set, val_set = PNGDataset(data, "train"), PNGDataset(data, "val")
-    tokenizer = prepare_tokenizer(run, train_set, tokenizer)
+    if ranks.main:
+        tokenizer = prepare_tokenizer(run, train_set, tokenizer)
+    ranks.barrier()  # the others read the tokenizer rank 0 wrote
+    if not ranks.main:
+        tokenizer = prepare_tokenizer(run, train_set, None)
     if resuming:
         model = load_model(run)
     else:
         base = model_cfg or PRESETS["teacher"]
         model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
-    model.to(cfg.device)
+    model.to(device)
+    forward = ranks.wrap(model, device)
     # v2 learns the presence score from absent phrases added to the training examples
     absent = "mixed" if model.cfg.phrase_queries else "none"
     train_examples = build_examples(train_set, tokenizer, model.cfg, progress, teacher_size,
@@ -156,11 +165,13 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
              "train_config": asdict(cfg)}
     if resuming:
         state = load_optimizer(run, optimizer)
-    write_json(run / "train_config.json", {**asdict(cfg), **(extra_config or {})})
+    if ranks.main:
+        write_json(run / "train_config.json", {**asdict(cfg), **(extra_config or {})})
 
     def checkpoint() -> None:
-        save_optimizer(run, optimizer, state)
-        save_model(run, model, state["step"])
+        if ranks.main:
+            save_optimizer(run, optimizer, state)
+            save_model(run, model, state["step"])
 
     started = time.perf_counter() - state["elapsed_s"]
     while state["epoch"] < cfg.epochs:
@@ -168,17 +179,16 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_examples))
         model.train()
         bar = tqdm(range(state["step_in_epoch"], steps_per_epoch), desc=f"epoch {epoch + 1}/"
-                   f"{cfg.epochs}", unit="step", disable=not progress)
+                   f"{cfg.epochs}", unit="step", disable=not progress or not ranks.main)
         tick, parts = time.perf_counter(), {}
         for k in bar:
             torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
-            batch = collate([train_examples[j] for j in
-                             order[k * cfg.batch_size:(k + 1) * cfg.batch_size]],
-                            cfg.loss_size).to(cfg.device)
+            batch = collate([train_examples[j] for j in ranks.shard(
+                order[k * cfg.batch_size:(k + 1) * cfg.batch_size])], cfg.loss_size).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(state["step"], total_steps, cfg)
-            with torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=cfg.bf16):
-                out = model(batch.image, batch.tokens, batch.token_padding, batch.spans)
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=cfg.bf16):
+                out = forward(batch.image, batch.tokens, batch.token_padding, batch.spans)
             loss, parts = objective(out.float(), batch, cfg.loss_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,12 +204,15 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
                 state["elapsed_s"] = time.perf_counter() - started
                 checkpoint()
         bar.close()
-        metrics = validate(model, val_set, val_examples, probes)
-        state["history"].append({"epoch": epoch + 1, "step": state["step"],
-                                 "elapsed_s": round(time.perf_counter() - started, 1),
-                                 "last_loss": parts, **metrics})
-        print(json.dumps(state["history"][-1]), flush=True)
+        if ranks.main:  # the others wait at the barrier below
+            metrics = validate(model, val_set, val_examples, probes)
+            state["history"].append({"epoch": epoch + 1, "step": state["step"],
+                                     "elapsed_s": round(time.perf_counter() - started, 1),
+                                     "last_loss": parts, **metrics})
+            print(json.dumps(state["history"][-1]), flush=True)
         state.update(epoch=epoch + 1, step_in_epoch=0,
                      elapsed_s=time.perf_counter() - started)
         checkpoint()
+        ranks.barrier()
+    teardown(ranks)
     return state
