@@ -20,7 +20,6 @@ the tables, the Markdown / JSON report and the plots.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -193,23 +192,27 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def rss_reset() -> None:
-    """Restart the process's peak-RSS counter (Linux >= 4.0; elsewhere it keeps counting)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
+def _status_mib(field: str) -> float | None:
+    try:
+        found = re.search(rf"{field}:\s*(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return None
+    return int(found.group(1)) / 1024 if found else None
+
+
+def rss_mib() -> float:
+    """The process's resident memory now, MiB (0 where /proc is not there)."""
+    return _status_mib("VmRSS") or 0.0
 
 
 def peak_rss_mib() -> float | None:
-    """The process's peak resident memory since the last rss_reset (VmHWM), MiB."""
-    try:
-        found = re.search(r"VmHWM:\s*(\d+) kB", Path("/proc/self/status").read_text())
-    except OSError:
-        found = None
-    if found is None:
+    """The process's peak resident memory (VmHWM), MiB."""
+    peak = _status_mib("VmHWM")
+    if peak is None:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return int(found.group(1)) / 1024
+    return peak
 
 
 def gpu_memory_mib() -> float | None:
@@ -257,30 +260,55 @@ def text_cold_ms(grounder: Grounder, caption: str, runs: int) -> list[float]:
     return [_timed(cold) for _ in range(runs)]
 
 
-def multistream(grounder: Grounder, frames: list[np.ndarray], caption: str, streams: int,
-                queries: int, warmup: int) -> dict:
+Work = Callable[[Grounder, int], list[float]]
+
+
+def alternate(grounders: dict[str, Grounder], work: Work, runs: int, rounds: int,
+              warmup: int = 0) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """`work(grounder, n)` (n measurements) for every grounder, `warmup` untimed first, then
+    `runs` in `rounds` alternating blocks (as `measure_interleaved`); a grounder whose work
+    raises is left out of the later blocks, its reason kept in the second dict."""
+    results: dict[str, list[float]] = {name: [] for name in grounders}
+    errors: dict[str, str] = {}
+    blocks = [warmup] + [runs // rounds + (b < runs % rounds) for b in range(rounds)]
+    for block, count in enumerate(blocks):
+        for name, grounder in grounders.items():
+            if name in errors or count == 0:
+                continue
+            try:
+                done = work(grounder, count)
+            except Exception as exc:  # noqa: BLE001 (the row reports it)
+                errors[name] = _reason(exc)
+                continue
+            if block:
+                results[name].extend(done)
+    return results, errors
+
+
+def multistream_work(frames: list[np.ndarray], caption: str, streams: int) -> Work:
     """MLPerf MultiStream: each query is one frame of each of `streams` cameras, grounded as
-    one batch; the metric is the p99 of the query latency."""
+    one batch (`Grounder.ground_batch`); measurements: query latencies, ms."""
     query = [frames[i % len(frames)] for i in range(streams)]
-    for _ in range(warmup):
-        grounder.ground_batch(query, caption)
-    latency = [_timed(lambda: grounder.ground_batch(query, caption)) for _ in range(queries)]
+    return lambda grounder, n: [_timed(lambda: grounder.ground_batch(query, caption))
+                                for _ in range(n)]
+
+
+def offline_work(frames: list[np.ndarray], caption: str, batch: int) -> Work:
+    """MLPerf Offline: all frames available at once, grounded in batches of `batch`;
+    measurements: ms per batch."""
+    order = [frames[i % len(frames)] for i in range(batch)]
+    return lambda grounder, n: [_timed(lambda: grounder.ground_batch(order, caption))
+                                for _ in range(n)]
+
+
+def multistream(latency: list[float], streams: int) -> dict:
     return {"metric": "p99 query latency (ms)", "value": percentile(sorted(latency), 0.99),
-            "streams": streams, "queries": queries, "latency_ms": stats(latency)}
+            "streams": streams, "queries": len(latency), "latency_ms": stats(latency)}
 
 
-def offline(grounder: Grounder, frames: list[np.ndarray], caption: str, count: int,
-            batch: int) -> dict:
-    """MLPerf Offline: `count` frames all available at once, grounded in batches of `batch`;
-    the metric is frames per second."""
-    order = [frames[i % len(frames)] for i in range(count)]
-    grounder.ground_batch(order[:batch], caption)  # warm-up at the batch size
-    start = time.perf_counter()
-    for first in range(0, count, batch):
-        grounder.ground_batch(order[first:first + batch], caption)
-    seconds = time.perf_counter() - start
-    return {"metric": "frames per second", "value": count / seconds, "frames": count,
-            "batch": batch}
+def offline(batch_ms: list[float], batch: int) -> dict:
+    return {"metric": "frames per second", "value": batch * len(batch_ms) / sum(batch_ms) * 1e3,
+            "frames": batch * len(batch_ms), "batch": batch}
 
 
 def singlestream(totals: list[float]) -> dict:
@@ -394,7 +422,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
     grounders: dict[str, Grounder] = {}
     for variant in variants(options):
         try:
-            rss_reset()
+            before = rss_mib()
             grounder = build_grounder(variant, options)
             grounder.ground(frames[0], caption)  # one call: a row that cannot run fails here
         except Exception as exc:  # noqa: BLE001 (the row says why; the others go on)
@@ -409,35 +437,46 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = print) -> dict
             "status": "ok", "native_kernels": grounder.postprocess.native,
             "network": 2 if grounder.phrase_queries else 1,
             "phrases": len(grounder.encode_text(caption).texts),
-            "package_mib": folder_mib(folder), "load_rss_mib": peak_rss_mib()}
+            "package_mib": folder_mib(folder), "rss_added_mib": rss_mib() - before}
     log(f"SingleStream: {options.runs} runs of each of {len(grounders)} rows in "
         f"{options.rounds} alternating blocks ...")
     times = measure_interleaved(grounders, frames[0], caption, options.runs, options.warmup,
                                 options.rounds) if grounders else {}
+    scenarios: dict[str, dict[str, dict]] = {name: {} for name in grounders}
+    for scenario, work, runs, make in (
+            ("multistream", multistream_work(frames, caption, options.streams), options.runs,
+             lambda values: multistream(values, options.streams)),
+            ("offline", offline_work(frames, caption, options.batch),
+             max(1, options.runs // options.batch), lambda values: offline(values,
+                                                                           options.batch))):
+        if scenario not in options.scenarios or not grounders:
+            continue
+        log(f"{scenario}: {runs} {'queries' if scenario == 'multistream' else 'batches'} of "
+            f"each row in {options.rounds} alternating blocks ...")
+        values, errors = alternate(grounders, work, runs, options.rounds, options.warmup)
+        for name in grounders:
+            if name in errors:
+                scenarios[name][f"{scenario}_error"] = errors[name]
+            else:
+                scenarios[name][scenario] = make(values[name])
     for name, grounder in grounders.items():
         row = rows[name]
-        log(f"{name}: text cold, scenarios, accuracy ...")
-        rss_reset()
+        log(f"{name}: text cold{', accuracy' if options.data else ''}, roofline ...")
         stages = {stage: stats(times[name].get(stage, [])) for stage in STAGES}
         stages["text cached"] = stats(times[name].get("text", []))
         stages["text cold"] = stats(text_cold_ms(grounder, caption, min(options.runs, 30)))
         row["stages"] = {stage: stages.get(stage) for stage in REPORT_STAGES}
         row["totals_ms"] = times[name]["total"]
         row["fps"] = 1e3 / row["stages"]["total"]["mean"]
-        row["scenarios"] = {"singlestream": singlestream(times[name]["total"])}
-        if "multistream" in options.scenarios:
-            _step(row["scenarios"], "multistream", lambda g=grounder: multistream(
-                g, frames, caption, options.streams, options.runs, options.warmup))
-        if "offline" in options.scenarios:
-            _step(row["scenarios"], "offline", lambda g=grounder: offline(
-                g, frames, caption, max(options.runs, options.batch), options.batch))
-        row["peak_rss_mib"] = peak_rss_mib()
+        row["scenarios"] = {"singlestream": singlestream(times[name]["total"]),
+                            **scenarios[name]}
         row["gpu_memory_mib"] = gpu_memory_mib()
         if options.data:
             _step(row, "accuracy", lambda g=grounder: accuracy(g, options))
         if "peaks" in report:
             _step(row, "roofline", lambda g=grounder, r=row: stage_roofline(
                 g, frames[0], caption, r["stages"], report["peaks"]))
+    report["peak_rss_mib"] = peak_rss_mib()
     base = next((r for r in rows.values() if r["status"] == "ok"), None)
     for row in rows.values():
         if row["status"] == "ok" and base is not None:

@@ -54,7 +54,7 @@ def _scenario(row: dict, name: str, digits: int = 2) -> str:
 def summary_table(report: dict) -> str:
     header = ["variant", "status", "backend", "precision", "total p50 ms", "p90", "p95", "p99",
               "mean", "FPS", "x ref", "SingleStream p90 ms",
-              "MultiStream p99 ms", "Offline FPS", "peak RSS MiB", "GPU MiB", "package MiB",
+              "MultiStream p99 ms", "Offline FPS", "RSS added MiB", "GPU MiB", "package MiB",
               "AR overall"]
 
     def fill(row: dict) -> list[str]:
@@ -63,12 +63,15 @@ def summary_table(report: dict) -> str:
         return [row["backend"], row["precision"], *(_f(total[k]) for k in (
             "p50", "p90", "p95", "p99", "mean")), _f(row["fps"], 1), _f(row.get("x_first")),
             _scenario(row, "singlestream"), _scenario(row, "multistream"),
-            _scenario(row, "offline", 1), _f(row["peak_rss_mib"], 0),
+            _scenario(row, "offline", 1), _f(row["rss_added_mib"], 0),
             _f(row["gpu_memory_mib"], 0), _f(row["package_mib"]),
             _f(ar, 3) if ar is not None else row.get("accuracy_error", DASH)]
 
     return (_table(header, _cells(report, fill, len(header) - 2))
-            + f"\n\nx ref: total p50 / that of {report['reference'] or 'the first row that ran'}")
+            + f"\n\nx ref: total p50 / that of {report['reference'] or 'the first row that ran'}."
+            " RSS added: the resident memory loading the row's Grounder and one call added; "
+            f"the process's peak RSS over the whole run, all rows loaded: "
+            f"{_f(report.get('peak_rss_mib'), 0)} MiB.")
 
 
 def stage_table(report: dict) -> str:
@@ -140,7 +143,8 @@ def peaks_line(report: dict) -> str:
     if peaks is None:
         return f"peaks: not measured ({report.get('peaks_error', 'roofline off')})"
     return (f"peaks on {peaks['threads']} threads (ONNX Runtime, {peaks['matmul_size']}^3, best "
-            f"of 5): INT8 MatMulInteger {peaks['int8_gops']:.0f} GOP/s, FP32 MatMul "
+            f"of {peaks['repeats']}): INT8 MatMulInteger {peaks['int8_gops']:.0f} GOP/s, "
+            "FP32 MatMul "
             f"{peaks['fp32_gops']:.0f} GOP/s; copy {peaks['copy_gbs']:.1f} GB/s (read + write)")
 
 
@@ -248,30 +252,39 @@ def to_markdown(report: dict, plots: list[str], plots_note: str | None = None,
               "Graph stages: counted Conv / MatMul / Gemm work (integer and Q/DQ nodes as INT8) "
               "at the measured peaks; kernel stages: bytes read + written at the measured copy "
               "bandwidth. Uncounted nodes (activations, softmax, adds) make these floors lower "
-              "bounds.", roofline_table(report),
+              "bounds. A stage under 1x ran faster than the one-node micro-benchmark that set "
+              "the peak (ONNX Runtime's convolution kernels can beat its MatMul, and on a shared "
+              "machine the peak may have been measured in a slow phase).",
+              roofline_table(report),
               "## Edge estimates (estimates, not measurements)",
               "The frame's counted work at each device's dense INT8 peak or its bytes at its "
               "memory bandwidth, whichever is longer; no launch overheads or efficiency losses, "
-              "so measured figures will be several times these.", edge_table(report)]
+              "so measured figures will be several times these. Kernel figures measured on a "
+              "GPU (`bash benchmarks/gpu_checks.sh`) are in benchmarks/reports/kernels_gpu.md.",
+              edge_table(report)]
     if any(r.get("accuracy") or r.get("accuracy_error") for r in report["rows"]):
         parts += ["## Accuracy (AR)", accuracy_table(report)]
     parts.append("## Plots")
-    parts += [f"![{name}]({name})" for name in plots] or [plots_note or "none"]
+    parts += [f"![{Path(name).stem}]({name})" for name in plots] or [plots_note or "none"]
     return "\n\n".join(parts) + "\n"
 
 
-def write_report(report: dict, folder: str | Path, command: str | None = None) -> Path:
-    """report.md, report.json and the PNG plots (where matplotlib is installed) in `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def write_report(report: dict, target: str | Path, command: str | None = None) -> Path:
+    """The Markdown report, its JSON and its PNG plots (where matplotlib is installed):
+    a folder gets report.md, report.json and the plots; a .md file is the report, with the
+    JSON and plots in the folder of its name (RESULTS.md: RESULTS/)."""
+    target = Path(target)
+    markdown = target if target.suffix == ".md" else target / "report.md"
+    assets = target.with_suffix("") if target.suffix == ".md" else target
+    assets.mkdir(parents=True, exist_ok=True)
     try:
-        plots, note = write_plots(report, folder), None
+        plots, note = write_plots(report, assets), None
     except ModuleNotFoundError as exc:
         plots, note = [], f"no plots: {exc.name} is not installed (pip install 'groundrt[bench]')"
-    write_json(report, folder / "report.json")
-    path = folder / "report.md"
-    path.write_text(to_markdown(report, plots, note, command))
-    return path
+    write_json(report, assets / "report.json")
+    prefix = "" if assets == markdown.parent else f"{assets.name}/"
+    markdown.write_text(to_markdown(report, [prefix + name for name in plots], note, command))
+    return markdown
 
 
 def write_json(report: dict, path: str | Path) -> None:

@@ -74,6 +74,8 @@ def describe_machine() -> dict:
     return {
         "cpu": cpu_description(),
         "memory_gib": round(int(memory.group(1)) / 2**20, 1) if memory else None,
+        # whether something else was running (a shared machine): 1, 5, 15 minute averages
+        "load_average": _read("/proc/loadavg").split()[:3],
         "os": platform.platform(),
         "python": platform.python_version(),
         "numpy": _version("numpy"),
@@ -89,7 +91,9 @@ def format_machine(machine: dict) -> str:
              + (f" ({cpu['physical_cores']} physical)" if cpu["physical_cores"] else "")
              + f", {cpu['usable_cores']} usable by this process; ISA: "
              + (", ".join(cpu["isa"]) or "none of the listed"),
-             f"memory {machine['memory_gib']} GiB; {machine['os']}; Python {machine['python']}, "
+             f"memory {machine['memory_gib']} GiB; load average at the start "
+             f"{' '.join(machine['load_average']) or '-'}; {machine['os']}; "
+             f"Python {machine['python']}, "
              f"numpy {machine['numpy']}, ONNX Runtime {machine['onnxruntime']}, "
              f"torch {machine['torch'] or 'not installed'}",
              "GPU: " + ("; ".join(gpu["gpus"]) if gpu["gpus"] else "none found (nvidia-smi)")

@@ -7,8 +7,9 @@
   kernels) counts as INT8, like the integer operators. Other nodes (adds, activations, softmax)
   are not counted: the floor is a lower bound.
 * `measure_peaks`: this machine's INT8 and FP32 peaks, measured once per run with ONNX Runtime
-  on the bench's threads (a MatMulInteger and a MatMul of n x n by n x n, the best of a few
-  runs), and its copy bandwidth (numpy copying a 64 MiB array; bytes read + written).
+  on the bench's threads (a MatMulInteger and a MatMul of n x n by n x n, the best of 20
+  runs: on a shared machine the best is the one least disturbed), and its copy bandwidth (numpy
+  copying a 64 MiB array, one thread; bytes read + written).
 * `kernel_bytes`: bytes the native kernels read and write per frame (letterbox, affinity, mask
   decoding), whose floor is bytes / copy bandwidth.
 * `EDGE_DEVICES` / `edge_estimate`: frame floors on other hardware from the counted work and
@@ -163,7 +164,7 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def measure_peaks(threads: int, n: int = 1024, repeats: int = 5) -> dict:
+def measure_peaks(threads: int, n: int = 1024, repeats: int = 20) -> dict:
     """INT8 and FP32 GOP/s of ONNX Runtime on `threads` threads, and the copy bandwidth
     (GB/s of bytes read + written), each the best of `repeats` runs."""
     import onnxruntime as ort
@@ -172,7 +173,7 @@ def measure_peaks(threads: int, n: int = 1024, repeats: int = 5) -> dict:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     rng = np.random.default_rng(0)
-    peaks: dict = {"matmul_size": n, "threads": threads}
+    peaks: dict = {"matmul_size": n, "threads": threads, "repeats": repeats}
     for name, integer in (("int8_gops", True), ("fp32_gops", False)):
         session = ort.InferenceSession(_matmul_graph(integer, n), options,
                                        providers=["CPUExecutionProvider"])

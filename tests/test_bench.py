@@ -176,9 +176,11 @@ def test_bench_report_on_a_tiny_package(tiny, tmp_path, capsys):
             s = stages[stage]
             assert s["n"] >= 4 and 0 < s["p50"] <= s["p90"] <= s["p95"] <= s["p99"], stage
         assert stages["text cold"]["p50"] > stages["text cached"]["p50"]
-        assert row["scenarios"]["multistream"]["streams"] == 2
-        assert row["scenarios"]["offline"]["value"] > 0
-        assert row["peak_rss_mib"] > 0 and row["package_mib"] > 0
+        multi, off = row["scenarios"]["multistream"], row["scenarios"]["offline"]
+        assert multi["streams"] == 2 and multi["queries"] == 4
+        assert multi["value"] == pytest.approx(multi["latency_ms"]["p99"])
+        assert off["frames"] == 4 and off["batch"] == 2 and off["value"] > 0
+        assert isinstance(row["rss_added_mib"], float) and row["package_mib"] > 0
         assert 0 <= row["accuracy"]["overall"] <= 1 and row["accuracy"]["narratives"] == 2
         roof = row["roofline"]
         assert set(roof["stages"]) == {"preprocess", "image", "text cold", "phrase", "affinity",
@@ -189,7 +191,7 @@ def test_bench_report_on_a_tiny_package(tiny, tmp_path, capsys):
     assert ok[0]["roofline"]["stages"]["image"]["int8_gops"] == 0
     assert ok[1]["roofline"]["stages"]["image"]["int8_gops"] > 0
     assert report["peaks"]["int8_gops"] > 0 and report["peaks"]["copy_gbs"] > 0
-    assert report["machine"]["cpu"]["logical_cores"] >= 1
+    assert report["machine"]["cpu"]["logical_cores"] >= 1 and report["peak_rss_mib"] > 0
     assert ok[0]["x_first"] == pytest.approx(1.0)
 
     markdown = (report_dir / "report.md").read_text()
@@ -207,9 +209,22 @@ def test_bench_report_on_a_tiny_package(tiny, tmp_path, capsys):
     if HAS_MATPLOTLIB:
         for name in ("stages.png", "latency_histogram.png", "accuracy_latency.png"):
             assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            assert f"![{name}]({name})" in markdown
+            assert f"![{name[:-4]}]({name})" in markdown
     else:
         assert "matplotlib is not installed" in markdown
+
+
+def test_a_report_named_md_keeps_its_json_and_plots_beside_it(tiny, tmp_path):
+    package, _ = tiny
+    assert main(["bench", "--model", str(package), "--runs", "2", "--warmup", "0", "--rounds",
+                 "1", "--size", "64x48", "--no-roofline", "--report",
+                 str(tmp_path / "RESULTS.md")]) == 0
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert json.loads((tmp_path / "RESULTS" / "report.json").read_text())["rows"]
+    if HAS_MATPLOTLIB:
+        assert "![stages](RESULTS/stages.png)" in markdown
+        assert (tmp_path / "RESULTS" / "stages.png").is_file()
+    assert "peaks: not measured (roofline off)" in markdown
 
 
 def test_bench_fails_when_no_row_runs(tmp_path, capsys):
