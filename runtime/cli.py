@@ -227,7 +227,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         model=args.model, backends=args.backend or ["auto"],
         precisions=args.precision or [None], device=args.device,
         ort_provider=args.ort_provider, scenarios=args.scenario or ["singlestream"],
-        size=args.size, phrases=args.phrases, caption=args.caption, image=args.image,
+        size=_size(args.size), phrases=args.phrases, caption=args.caption, image=args.image,
         threads=args.threads, kernel_threads=args.kernel_threads, runs=args.runs,
         warmup=args.warmup, rounds=args.rounds, streams=args.streams, batch=args.batch,
         baseline=args.baseline, teacher=args.teacher, numpy_baseline=not args.no_numpy_baseline,
@@ -245,13 +245,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if any(row["status"] == "ok" for row in report["rows"]) else 1
 
 
-def _size(text: str) -> tuple[int, int]:
-    """'640x480' -> (640, 480): width x height."""
+def _size(values: list[str]) -> tuple[int, int]:
+    """['640x480'] or ['640', '480'] -> (640, 480): width x height."""
     try:
-        width, height = (int(v) for v in text.lower().split("x"))
+        width, height = (int(v) for v in "x".join(values).lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 640x480, not {text!r}") from None
+        raise UsageError(f"--size: expected WIDTHxHEIGHT such as 640x480, not "
+                         f"{' '.join(values)!r}") from None
     return width, height
 
 
@@ -450,8 +450,8 @@ pip install 'groundrt[bench]').""", formatter_class=argparse.RawDescriptionHelpF
     bn.add_argument("--warmup", type=int, default=5)
     bn.add_argument("--rounds", type=int, default=5,
                     help="alternating blocks the SingleStream runs are split into")
-    bn.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
-                    help="frame size (default 640x480)")
+    bn.add_argument("--size", nargs="+", default=["640x480"], metavar="WxH",
+                    help="frame size (default 640x480; the older form W H still works)")
     bn.add_argument("--phrases", type=int, default=8, help="noun phrases in the caption "
                     "(default 8; 1..64)")
     bn.add_argument("--image", help="image file (default: the sample scenes)")

@@ -235,7 +235,9 @@ def test_bench_fails_when_no_row_runs(tmp_path, capsys):
     assert "failed: " in capsys.readouterr().out
 
 
-def test_bench_size_must_be_width_x_height():
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--size", "640"])
-    assert exit_info.value.code == 2
+def test_bench_size_must_be_width_x_height(capsys):
+    for bad in (["640"], ["640x"], ["1", "2", "3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", "--size", *bad])
+        assert exit_info.value.code == 2
+        assert "expected WIDTHxHEIGHT" in capsys.readouterr().err
