@@ -301,35 +301,39 @@ def _stream(args: argparse.Namespace, prompt, source, sinks: list) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import cv2
+    from groundrt.runtime.bench import BenchOptions, run_bench
+    from groundrt.runtime.bench_report import format_tables, write_json, write_report
 
-    from groundrt.runtime.bench import (
-        DEFAULT_CAPTION,
-        measure,
-        percentile,
-        sample_image,
-        table_header,
-        table_row,
-    )
-    from groundrt.runtime.grounder import Grounder
-    from groundrt.runtime.images import load_image
+    options = BenchOptions(
+        model=args.model, backends=args.backend or ["auto"],
+        precisions=args.precision or [None], device=args.device,
+        ort_provider=args.ort_provider, scenarios=args.scenario or ["singlestream"],
+        size=_size(args.size), phrases=args.phrases, caption=args.caption, image=args.image,
+        threads=args.threads, kernel_threads=args.kernel_threads, runs=args.runs,
+        warmup=args.warmup, rounds=args.rounds, streams=args.streams, batch=args.batch,
+        baseline=args.baseline, teacher=args.teacher, numpy_baseline=not args.no_numpy_baseline,
+        data=args.data, split=args.split, eval_limit=args.eval_limit,
+        roofline=not args.no_roofline)
+    report = run_bench(options, log=lambda line: print(line, file=sys.stderr))
+    print(format_tables(report))
+    if args.json:
+        write_json(report, args.json)
+    if args.report:
+        import shlex
 
-    width, height = args.size
-    image = (cv2.resize(load_image(args.image), (width, height)) if args.image
-             else sample_image(width, height))
-    grounder = Grounder(args.model, backend=args.backend, precision=args.precision,
-                        threads=args.threads, kernel_threads=args.kernel_threads,
-                        device=args.device, ort_provider=args.ort_provider)
-    caption = args.caption or DEFAULT_CAPTION
-    phrases = len(grounder.encode_text(caption).texts)
-    times = measure(grounder, image, caption, args.runs)
-    print(f"{width}x{height} image, {phrases} phrases (caption cached), {args.threads} threads, "
-          f"median / p90 / p99 of {args.runs} runs, ms")
-    print(table_header())
-    print(table_row(f"{grounder.backend.name}, {grounder.backend.precision}", times))
-    total = percentile(times["total"], 0.5)
-    print(f"total p50 {total:.2f} ms ({1e3 / total:.0f} images/s on one stream)")
-    return 0
+        command = "groundrt " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+        print(f"wrote {write_report(report, args.report, command)}")
+    return 0 if any(row["status"] == "ok" for row in report["rows"]) else 1
+
+
+def _size(values: list[str]) -> tuple[int, int]:
+    """['640x480'] or ['640', '480'] -> (640, 480): width x height."""
+    try:
+        width, height = (int(v) for v in "x".join(values).lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size: expected WIDTHxHEIGHT such as 640x480, not "
+                         f"{' '.join(values)!r}") from None
+    return width, height
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -393,14 +397,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, threads: int, threads_help: str,
-                         kernel_threads: int, kernel_threads_help: str) -> None:
+                         kernel_threads: int, kernel_threads_help: str,
+                         repeatable: bool = False) -> None:
     """--model, --backend, --precision, --device, --ort-provider, --threads, --kernel-threads:
-    the Grounder a command builds."""
+    the Grounder a command builds (`repeatable`: several --backend and --precision, a list
+    each, None when not given)."""
     parser.add_argument("--model", help="model package (default: the shipped one)")
-    parser.add_argument("--backend", default="auto",
-                        choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    many = {"action": "append"} if repeatable else {"default": "auto"}
+    parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                        **many, help="repeatable: one row each" if repeatable else None)
     parser.add_argument("--precision", choices=["fp32", "int8-cpu", "int8-trt"],
-                        help="the image graph (default: the package's)")
+                        action="append" if repeatable else "store",
+                        help="the image graph (default: the package's)"
+                        + ("; repeatable: one row each" if repeatable else ""))
     parser.add_argument("--device", default="cpu", type=_device,
                         help="cpu, cuda or cuda:N: ONNX Runtime's CUDA execution provider "
                         "(onnxruntime-gpu) and the CUDA mask kernels (default: cpu)")
@@ -506,15 +515,50 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     rn.set_defaults(handler=_cmd_run)
 
     bn = commands.add_parser(
-        "bench", help="per-stage latency of the Grounder on one image",
-        epilog="example: groundrt bench --model runtime/models/default --runs 100")
+        "bench", help="latency per stage, MLPerf-style scenarios, memory, accuracy and the "
+        "roofline of packages, one row per backend and precision",
+        epilog="""examples:
+  groundrt bench --runs 100
+  groundrt bench --backend onnxruntime --backend tensorrt --precision int8-cpu --precision fp32
+  groundrt bench --scenario singlestream --scenario multistream --scenario offline \\
+      --baseline packages/old --teacher runs/teacher --data data/synth --report reports/bench
+
+SingleStream is always measured (the per-stage table comes from it); --scenario adds
+MultiStream (a query = one frame of each of --streams cameras: p99 query latency) and Offline
+(all frames in batches of --batch: frames per second). A row that cannot run is kept, marked
+with its reason. --report DIR writes report.md, report.json and PNG plots (matplotlib:
+pip install 'groundrt[bench]').""", formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(bn, threads=2, threads_help="ONNX Runtime threads (default 2)",
                          kernel_threads=2, kernel_threads_help="threads of the CPU letterbox "
-                         "and mask decoding (default 2)")
-    bn.add_argument("--runs", type=int, default=100)
-    bn.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
-    bn.add_argument("--image", help="image file (default: a sample scene)")
-    bn.add_argument("--caption", help="caption (default: one with 8 noun phrases)")
+                         "and mask decoding (default 2)", repeatable=True)
+    bn.add_argument("--scenario", action="append", choices=["singlestream", "multistream",
+                                                            "offline"])
+    bn.add_argument("--runs", type=int, default=100,
+                    help="SingleStream runs and MultiStream queries per row; Offline frames")
+    bn.add_argument("--warmup", type=int, default=5)
+    bn.add_argument("--rounds", type=int, default=5,
+                    help="alternating blocks the SingleStream runs are split into")
+    bn.add_argument("--size", nargs="+", default=["640x480"], metavar="WxH",
+                    help="frame size (default 640x480; the older form W H still works)")
+    bn.add_argument("--phrases", type=int, default=8, help="noun phrases in the caption "
+                    "(default 8; 1..64)")
+    bn.add_argument("--image", help="image file (default: the sample scenes)")
+    bn.add_argument("--caption", help="caption (overrides --phrases)")
+    bn.add_argument("--streams", type=int, default=8, help="MultiStream cameras (default 8)")
+    bn.add_argument("--batch", type=int, default=8, help="Offline batch (default 8)")
+    bn.add_argument("--baseline", metavar="PKG", help="the previous package: one more row")
+    bn.add_argument("--teacher", metavar="RUN", help="a training run folder: a PyTorch eager "
+                    "row (needs groundrt[export])")
+    bn.add_argument("--no-numpy-baseline", action="store_true",
+                    help="no row with the numpy post-processing")
+    bn.add_argument("--data", help="a PNG dataset: AR of every row on --split")
+    bn.add_argument("--split", default="val")
+    bn.add_argument("--eval-limit", type=int, default=100,
+                    help="narratives scored per row (default 100)")
+    bn.add_argument("--no-roofline", action="store_true",
+                    help="skip the peaks and the GOP counts")
+    bn.add_argument("--json", help="the whole report as JSON")
+    bn.add_argument("--report", metavar="DIR", help="report.md, report.json and PNG plots")
     bn.set_defaults(handler=_cmd_bench)
 
     nf = commands.add_parser(
@@ -647,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on bad usage
+    args.argv = argv
     try:
         return args.handler(args)
     except UsageError as exc:

@@ -262,7 +262,8 @@ def test_info_bench_and_data_video_commands(tmp_path, capsys):
     assert "hashes verified" in out
     assert main(["bench", "--runs", "3", "--size", "320", "240"]) == 0
     out = capsys.readouterr().out
-    assert "| onnxruntime, int8-cpu |" in out and "total p50" in out
+    assert "| default auto default precision | ok | onnxruntime | int8-cpu |" in out
+    assert "total p50 ms" in out and "| default, numpy post-processing | ok |" in out
     assert main(["data", "video", "--out", str(tmp_path / "v.mp4"), "--seconds", "0.5",
                  "--size", "160", "120"]) == 0
     assert len(decoded_frames(tmp_path / "v.mp4")) == 5
