@@ -149,22 +149,24 @@ class Grounder:
     as from one thread (tests/test_devices_and_fallbacks.py).
     """
 
-    def __init__(self, model: str | Path | None = None, backend: str = "auto",
+    def __init__(self, model: str | Path | None = None, backend: str | Backend = "auto",
                  precision: str | None = None, threads: int = 2, text_cache_size: int = 128,
                  max_phrases: int = 64, native_kernels: bool | None = None,
                  kernel_threads: int = 2, device: str = "cpu",
                  ort_provider: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.folder = Path(model) if model is not None else DEFAULT_MODEL
+        remote = not isinstance(backend, str)  # a Backend object whose graphs run elsewhere
         if (self.folder / MANIFEST_FILE).is_file():
-            self.manifest = read_manifest(self.folder)
+            # graphs that run elsewhere are not in the folder: only the manifest is checked
+            self.manifest = read_manifest(self.folder, verify=not remote)
         elif backend == "torch" and (self.folder / "config.json").is_file():
             self.manifest = run_manifest(self.folder)
         else:
             raise PackageError(f"{self.folder} is not a model package ({MANIFEST_FILE} is "
                                "missing); a training run folder needs backend='torch'")
-        self.backend: Backend = create_backend(backend, self.folder, self.manifest, precision,
-                                               threads, device, ort_provider)
+        self.backend: Backend = backend if remote else create_backend(
+            backend, self.folder, self.manifest, precision, threads, device, ort_provider)
         tokenizer = self.manifest["tokenizer"]
         digest = self.manifest.get("files", {}).get(tokenizer["file"], {}).get("sha256")
         self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"],

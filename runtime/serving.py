@@ -22,7 +22,6 @@ import itertools
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from groundrt.errors import GroundrtError
-from groundrt.kernels import cpu as cpu_kernels
-from groundrt.package import has_phrase_decoder, input_shape, read_manifest
 from groundrt.runtime.backends import Backend
 from groundrt.runtime.grounder import Grounder
 from groundrt.runtime.images import load_image
-from groundrt.runtime.postprocess import Postprocessor
 from groundrt.runtime.results import GroundingResult
-from groundrt.text.tokenizer import Tokenizer
 
 MODEL_NAME = "groundrt"
 DEFAULT_MAX_BATCH = 8  # images per batch: what a GPU fills in a few ms at the student's size
@@ -197,19 +192,5 @@ class BackendGrounder(Grounder):
 
     def __init__(self, folder: str | Path, backend: Backend, max_phrases: int = 64,
                  text_cache_size: int = 128, kernel_threads: int = 1) -> None:
-        self.folder = Path(folder)
-        # the graphs are not here (the repository's graph models hold them): the tokenizer is
-        self.manifest = read_manifest(self.folder, verify=False)
-        tokenizer = self.manifest["tokenizer"]
-        self.tokenizer = Tokenizer(self.folder / tokenizer["file"], tokenizer["max_tokens"])
-        self.backend = backend
-        self.postprocess = Postprocessor(None, None, kernel_threads)
-        self.native_letterbox = cpu_kernels.is_usable()
-        self.kernel_threads = kernel_threads
-        self.input_shape = input_shape(self.manifest)
-        self.grounding = self.manifest["grounding"]
-        self.phrase_queries = has_phrase_decoder(self.manifest)
-        self.max_phrases = max_phrases
-        self.text_cache_size = text_cache_size
-        self._text_cache = OrderedDict()
-        self._text_lock = threading.Lock()
+        super().__init__(folder, backend=backend, max_phrases=max_phrases,
+                         text_cache_size=text_cache_size, kernel_threads=kernel_threads)
