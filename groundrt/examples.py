@@ -7,6 +7,7 @@ as training.
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -84,19 +85,32 @@ class TextPhrase:
 
 # How absent phrases (groundrt.data.absent) enter examples:
 #   "none":  the narrative as it is;
-#   "mixed": training: a share P_LIST of the narratives become phrase lists (present and absent
-#            phrases shuffled, joined as the Grounder joins explicit phrases), the others keep
-#            their caption plus a closing sentence that names the absent phrases among one or
-#            two re-mentioned present ones (so that where a phrase stands tells nothing);
+#   "mixed": training: a share P_PLAIN of the narratives stay as they are, a share P_LIST become
+#            phrase lists (present and absent phrases shuffled, joined as the Grounder joins
+#            explicit phrases), the others gain a sentence that names the absent phrases among
+#            one or two re-mentioned present ones, put at a random sentence boundary of the
+#            caption; so neither where a phrase stands nor how the text ends tells whether it is
+#            present. (A first version always appended that sentence: the teacher learned that
+#            the caption's last phrase may be absent, and answered "not found" for the stuff
+#            phrases captions end with.)
 #   "list":  every narrative a phrase list (the probe that scores no-target accuracy).
 ABSENT_MODES = ("none", "mixed", "list")
-P_LIST = 0.3
+P_PLAIN, P_LIST = 0.3, 0.3
 EXPLICIT_SEPARATOR = ", "  # as groundrt.runtime.grounder joins explicit phrases
-TAIL_TEMPLATES = ("We can also see {}.", "In the picture there is also {}.", "I can see {} too.")
+SENTENCE_TEMPLATES = ("We can also see {}.", "In the picture there is also {}.",
+                      "I can see {} too.")
+SENTENCE_END = re.compile(r"[.!?] ")
 
 
-def _listing(texts: list[str]) -> str:
-    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+def _sentence(phrases: list[TextPhrase], template: str) -> tuple[str, list[tuple[int, int]]]:
+    """"We can also see a, b and c." and the phrases' char spans in it."""
+    text, spans = template[:template.index("{}")], []
+    for k, p in enumerate(phrases):
+        if k:
+            text += " and " if k == len(phrases) - 1 else ", "
+        spans.append((len(text), len(text) + len(p.text)))
+        text += p.text
+    return text + template[template.index("{}") + 2:], spans
 
 
 def compose(caption: str, phrases: list[TextPhrase], grounded_spans: list[tuple[int, int]],
@@ -105,7 +119,10 @@ def compose(caption: str, phrases: list[TextPhrase], grounded_spans: list[tuple[
     """The text of one example and its phrases with their char spans (grounded ones first)."""
     if mode == "none" or (mode == "mixed" and not absent):
         return caption, phrases, grounded_spans
-    if mode == "list" or rng.random() < P_LIST:
+    draw = rng.random()
+    if mode == "mixed" and draw < P_PLAIN:
+        return caption, phrases, grounded_spans
+    if mode == "list" or draw < P_PLAIN + P_LIST:
         order = [phrases[i] for i in rng.permutation(len(phrases))] + absent
         order = [order[i] for i in rng.permutation(len(order))]
         starts = np.cumsum([0] + [len(p.text) + len(EXPLICIT_SEPARATOR) for p in order[:-1]])
@@ -116,18 +133,18 @@ def compose(caption: str, phrases: list[TextPhrase], grounded_spans: list[tuple[
     again = [phrases[i] for i in rng.choice(len(phrases), min(len(phrases),
                                                              int(rng.integers(1, 3))),
                                             replace=False)]
-    tail = absent + again
-    tail = [tail[i] for i in rng.permutation(len(tail))]
-    template = TAIL_TEMPLATES[int(rng.integers(len(TAIL_TEMPLATES)))]
-    head = template[:template.index("{}")]
-    text, spans = f"{caption} {head}", []
-    for k, p in enumerate(tail):
-        if k:
-            text += " and " if k == len(tail) - 1 else ", "
-        spans.append((len(text), len(text) + len(p.text)))
-        text += p.text
-    text += template[template.index("{}") + 2:]
-    return text, phrases + tail, grounded_spans + spans
+    named = absent + again
+    named = [named[i] for i in rng.permutation(len(named))]
+    sentence, spans = _sentence(named, SENTENCE_TEMPLATES[int(rng.integers(
+        len(SENTENCE_TEMPLATES)))])
+    boundaries = [0, *(m.end() for m in SENTENCE_END.finditer(caption)), len(caption)]
+    at = boundaries[int(rng.integers(len(boundaries)))]
+    inserted, offset = ((" " + sentence, at + 1) if at == len(caption)
+                        else (sentence + " ", at))
+    text = caption[:at] + inserted + caption[at:]
+    moved = [(a + len(inserted), b + len(inserted)) if a >= at else (a, b)
+             for a, b in grounded_spans]
+    return text, phrases + named, moved + [(a + offset, b + offset) for a, b in spans]
 
 
 def build_examples(dataset: PNGDataset, tokenizer: Tokenizer, cfg: ModelConfig,

@@ -107,24 +107,29 @@ def test_absent_phrases_name_nothing_in_the_scene():
 
 def test_compose_places_every_phrase_where_its_span_says():
     rng = np.random.default_rng(0)
-    caption = "A red circle on the grass."
+    caption = "A red circle on the grass. Above it the sky."
     grounded = [TextPhrase("A red circle", False, np.array([1]), 0),
-                TextPhrase("the grass", False, np.array([2]), 1)]
-    spans = [(0, 12), (16, 25)]
+                TextPhrase("the grass", False, np.array([2]), 1),
+                TextPhrase("the sky", False, np.array([3]), 2)]
+    spans = [(0, 12), (16, 25), (36, 43)]
     absent = [TextPhrase("a blue star", False, np.zeros(0, np.int32))]
     seen = set()
-    for mode in ("none", "mixed", "list") * 8:
+    for mode in ("none", "mixed", "list") * 20:
         text, phrases, char_spans = compose(caption, grounded, spans, absent, mode, rng)
-        assert phrases[:2] == grounded  # the narrative's phrases first, in order
+        assert phrases[:3] == grounded  # the narrative's phrases first, in order
         for phrase, (start, end) in zip(phrases, char_spans, strict=True):
             assert text[start:end] == phrase.text
         if mode == "none":
-            assert text == caption and len(phrases) == 2
-        else:
+            assert text == caption and len(phrases) == 3
+        elif text == caption:
+            seen.add("plain")
+        elif EXPLICIT_SEPARATOR.join(sorted(p.text for p in phrases)) == \
+                EXPLICIT_SEPARATOR.join(sorted(text.split(EXPLICIT_SEPARATOR))):
+            seen.add("list")
+        else:  # a sentence naming the absent phrase, at one of the caption's boundaries
             assert absent[0] in phrases
-            seen.add("list" if EXPLICIT_SEPARATOR.join(sorted(p.text for p in phrases)) ==
-                     EXPLICIT_SEPARATOR.join(sorted(text.split(EXPLICIT_SEPARATOR))) else "tail")
-    assert seen == {"list", "tail"}
+            seen.add("end" if text.startswith(caption) else "inside")
+    assert seen == {"plain", "list", "end", "inside"}
 
 
 def test_absent_side_file_round_trip_and_errors(tmp_path):
