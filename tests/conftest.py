@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import cv2
@@ -106,3 +107,14 @@ def tiny_data(tmp_path_factory) -> Path:
     synthesize(root, "train", 10, seed=5, size=(128, 96), workers=1, progress=False)
     synthesize(root, "val", 4, seed=6, size=(120, 90), workers=1, progress=False)
     return root
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports free at the time of the call (for the servers the tests start)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -8,12 +8,12 @@ own, .venv-serve)."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import cv2
 import numpy as np
 import pytest
+from conftest import free_ports
 
 pytest.importorskip("pytriton", reason="groundrt serve needs the [serve] extra "
                     "(pip install 'groundrt[serve]'; .ci/run installs it in .venv-serve)")
@@ -28,16 +28,6 @@ from groundrt.runtime.serving import MAX_IMAGE_BYTES  # noqa: E402
 CAPTION = "Two blue squares and a red circle on the grass under the sky."
 FRAME = np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8)
 THREADS = 2  # the server's Grounder and the in-process one run alike
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import free_ports
 
 distribution = pytest.importorskip(
     "pytriton.utils.distribution", reason="the bundled tritonserver comes with the [serve] "
@@ -64,16 +64,6 @@ class TritonPythonModel:
                 [pb_utils.Tensor(n, a) for n, a in zip(self.outputs, outs)]))
         return responses
 '''
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def python_backend_repository(repo: Path) -> None:
