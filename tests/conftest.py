@@ -118,3 +118,14 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def run_in_threads(target, count: int) -> None:
+    """target(k) on `count` threads at once, k = 0 .. count - 1; returns when all are done."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

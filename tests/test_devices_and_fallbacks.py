@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import run_in_threads
 
 import groundrt
 from groundrt.kernels import cpu
@@ -200,11 +201,7 @@ def test_threads_sharing_a_grounder_get_the_results_of_one_thread(image):
         except Exception as exc:  # noqa: BLE001 (reported below)
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert not errors, errors
     assert sum(map(len, got.values())) == 6 * 3 * len(jobs)
     for job, results in got.items():

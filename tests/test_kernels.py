@@ -14,6 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import run_in_threads
 
 from groundrt.kernels import cpu
 from groundrt.preprocess import NORMALIZED_RGB, PAD_VALUE, STD_RGB, Letterbox, letterbox_input
@@ -481,7 +482,6 @@ def test_gpu_matches_cpu(lib, gpu, case: tuple) -> None:
 def test_gpu_kernels_shared_by_threads_match_cpu(lib, gpu) -> None:
     """One CudaKernels from 4 threads at once (each gets its own stream and buffers in the
     primary context): every result equals the CPU library's."""
-    import threading
 
     cases = CASES[1:]
     expected = []
@@ -503,9 +503,5 @@ def test_gpu_kernels_shared_by_threads_match_cpu(lib, gpu) -> None:
         except Exception as exc:  # noqa: BLE001 (reported below)
             failures.append(exc)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert not failures, failures
