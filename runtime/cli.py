@@ -89,7 +89,7 @@ def _train_overrides(args: argparse.Namespace, defaults):
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("lr", args.lr), ("seed", args.seed),
                                    ("val_limit", args.val_limit), ("device", args.device),
-                                   ("bf16", args.bf16))
+                                   ("bf16", args.bf16), ("threads", args.threads))
                  if v is not None}
     return replace(defaults, **overrides)
 
@@ -389,6 +389,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
     parser.add_argument("--seed", type=int)
     parser.add_argument("--val-limit", type=int, help="val narratives scored after each epoch")
     parser.add_argument("--device", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default 2; 1 when the run shares the machine, "
+                             "e.g. pinned to one core with taskset)")
     parser.add_argument("--bf16", action="store_true", default=None,
                         help="bfloat16 autocast for the forward pass (faster on CPUs with AMX "
                              "and on GPUs; the losses stay float32)")

@@ -96,3 +96,18 @@ def test_parser_has_every_documented_command():
                  ["data", "gt-pred", "--data", "d", "--split", "val", "--out", "o"],
                  ["eval", "--pred", "p", "--data", "d", "--split", "val"]):
         assert parser.parse_args(argv).handler
+
+
+def test_train_and_distill_options_reach_the_train_config():
+    from groundrt.runtime.cli import _train_overrides
+    from groundrt.train.trainer import TrainConfig
+
+    parser = build_parser()
+    for argv in (["train", "--data", "d", "--out", "o", "--threads", "1", "--epochs", "2"],
+                 ["export", "distill", "--teacher", "t", "--data", "d", "--out", "o",
+                  "--threads", "1", "--epochs", "2"]):
+        cfg = _train_overrides(parser.parse_args(argv), TrainConfig())
+        assert (cfg.threads, cfg.epochs, cfg.bf16) == (1, 2, TrainConfig().bf16)
+    unset = _train_overrides(parser.parse_args(["train", "--data", "d", "--out", "o"]),
+                             TrainConfig())
+    assert unset == TrainConfig()
