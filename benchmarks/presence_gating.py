@@ -40,6 +40,7 @@ def main() -> None:
         raise SystemExit(f"{args.model} is a network v1 model: it has no presence score")
     dataset = PNGDataset(args.data, args.split)
     gated = score_split(grounder, dataset, args.limit, progress=True)
+    shipped = grounder.grounding["presence_threshold"]
     grounder.grounding = {**grounder.grounding, "presence_threshold": 0.0}  # everything found
     ungated = score_split(grounder, dataset, args.limit, progress=True)
     print(f"{args.model} ({grounder.backend.name}) on {dataset.name}, "
@@ -51,6 +52,11 @@ def main() -> None:
         extras = [report.get(k) for k in ("target_acc", "no_target_acc", "instance_ar")]
         print(f"| {name} | " + " | ".join(cells) + " | "
               + " | ".join("-" if v is None else f"{v:.4f}" for v in extras) + " |")
+    print(f"\nthe presence score's trade-off (gated above at {shipped}):")
+    print("| presence threshold | target acc | no-target acc |\n|---|---|---|")
+    for point in gated["presence_curve"]:
+        print(f"| {point['threshold']:.1f} | {point['target_acc']:.4f} | "
+              f"{point['no_target_acc']:.4f} |")
     if args.json:
         args.json.write_text(json.dumps({"gated": gated, "ungated": ungated}, indent=2))
 

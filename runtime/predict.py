@@ -22,7 +22,7 @@ from groundrt.data.absent import read_absent
 from groundrt.metric.evaluate import instance_ious, score_masks
 from groundrt.metric.instances import instance_ar
 from groundrt.metric.predictions import PhraseKey, PredictionWriter
-from groundrt.metric.presence import presence_accuracy
+from groundrt.metric.presence import presence_accuracy, presence_curve
 from groundrt.runtime.grounder import Grounder
 
 
@@ -35,6 +35,7 @@ class NarrativePrediction:
     texts: list[str]
     masks: list[np.ndarray]  # [H, W] bool per phrase
     found: list[bool]
+    presence: list[float | None]  # network v2: each phrase's presence probability
     instances: list[list[np.ndarray]]  # per phrase; filled for plurals (2+ segments)
 
 
@@ -54,13 +55,15 @@ def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | Non
         yield NarrativePrediction(
             image_id, [p.key for p in phrases], [p.text for p in phrases],
             [r.mask for r in result.phrases], [r.found for r in result.phrases],
+            [r.presence for r in result.phrases],
             [r.instances if p.is_plural else [] for p, r in zip(phrases, result.phrases,
                                                                 strict=True)])
 
 
 def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
-                 images: set[int] | None = None) -> Iterator[tuple[str, str, bool]]:
-    """(image_id, utterance, found) for the split's absent phrases (of the first `limit`
+                 images: set[int] | None = None
+                 ) -> Iterator[tuple[str, str, bool, float | None]]:
+    """(image_id, utterance, found, presence) for the split's absent phrases (of the first `limit`
     images that have some; of `images` only, if given)."""
     first_narrative: dict[int, list[str]] = {}
     for phrases in dataset.phrases_by_narrative().values():
@@ -72,7 +75,7 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
         result = grounder.ground(dataset.image_path(int(image_id)),
                                  phrases=grounded + [a.utterance for a in absent])
         for phrase, answer in zip(absent, result.phrases[len(grounded):], strict=True):
-            yield image_id, phrase.utterance, answer.found
+            yield image_id, phrase.utterance, answer.found, answer.presence
 
 
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -83,10 +86,13 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
     report = score_masks(dataset, ((p, p.masks) for p in predictions))
     report["narratives"] = len(predictions)
     if grounder.phrase_queries:
-        absent = [found for _, _, found in probe_absent(grounder, dataset, limit, images)]
-        found = [f for p in predictions for f in p.found]
-        accuracy = presence_accuracy(found + absent, [True] * len(found) + [False] * len(absent))
+        probes = list(probe_absent(grounder, dataset, limit, images))
+        found = [f for p in predictions for f in p.found] + [f for _, _, f, _ in probes]
+        present = [True] * (len(found) - len(probes)) + [False] * len(probes)
+        accuracy = presence_accuracy(found, present)
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
+        scores = [s for p in predictions for s in p.presence] + [s for *_, s in probes]
+        report["presence_curve"] = presence_curve(scores, present)
         by_key = {p.key: p for p in dataset.phrases}
         segment_ious = [instance_ious(dataset, by_key[key], instances)
                         for p in predictions for key, instances in zip(p.keys, p.instances,
@@ -108,6 +114,6 @@ def predict_split(grounder: Grounder, data: str | Path, split: str, out: str | P
             writer.add_mask(key, mask, text, found if v2 else None,
                             instances if v2 and instances else None)
     if v2:
-        for image_id, utterance, found in probe_absent(grounder, dataset):
+        for image_id, utterance, found, _ in probe_absent(grounder, dataset):
             writer.add_absent(image_id, utterance, found)
     return writer.close()

@@ -13,7 +13,7 @@ from groundrt.errors import DataFormatError
 from groundrt.examples import EXPLICIT_SEPARATOR, TextPhrase, compose
 from groundrt.metric.average_recall import average_recall
 from groundrt.metric.instances import instance_ar, matched_segment_ious
-from groundrt.metric.presence import presence_accuracy
+from groundrt.metric.presence import presence_accuracy, presence_curve
 from groundrt.synth.absent import ABSENT_STREAM, absent_phrases
 from groundrt.synth.scene import render_scene
 from groundrt.vocabulary import load_vocabulary
@@ -152,6 +152,15 @@ def test_presence_accuracy_counts_both_groups():
     assert acc == {"no_target_acc": 1 / 3, "target_acc": 0.5, "absent": 3, "present": 2}
     with pytest.raises(ValueError, match="2 answers for 1"):
         presence_accuracy([True, False], [True])
+
+
+def test_presence_curve_trades_target_for_no_target_accuracy():
+    scores = [0.9, 0.6, 0.7, 0.4, 0.1]
+    present = [True, True, False, False, False]
+    low, mid, high = presence_curve(scores, present, thresholds=(0.05, 0.5, 0.8))
+    assert (low["target_acc"], low["no_target_acc"]) == (1.0, 0.0)
+    assert (mid["target_acc"], mid["no_target_acc"]) == (1.0, 2 / 3)
+    assert (high["threshold"], high["target_acc"], high["no_target_acc"]) == (0.8, 0.5, 1.0)
 
 
 def test_instance_ar_matches_segments_one_to_one():

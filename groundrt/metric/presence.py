@@ -28,3 +28,14 @@ def presence_accuracy(found: Iterable[bool], present: Iterable[bool]) -> dict[st
         "target_acc": float(found_arr[present_arr].mean()) if present_arr.any() else None,
         "absent": int(absent.sum()), "present": int(present_arr.sum()),
     }
+
+
+def presence_curve(presence: Iterable[float], present: Iterable[bool],
+                   thresholds: Iterable[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+                   ) -> list[dict[str, float | None]]:
+    """The two accuracies at each threshold of the presence probability (found = presence >
+    threshold), from one pass: how well the score separates present from absent phrases,
+    whatever threshold a package ships with."""
+    scores = np.fromiter(presence, dtype=np.float64)
+    truth = list(present)
+    return [{"threshold": float(t), **presence_accuracy(scores > t, truth)} for t in thresholds]
