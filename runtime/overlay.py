@@ -58,29 +58,44 @@ def blend(out: np.ndarray, mask: np.ndarray, box: Rect, bgr: BGR, alpha: float) 
     cv2.copyTo(tinted, mask[y0:y1, x0:x1].view(np.uint8), region)
 
 
-def outline(out: np.ndarray, mask: np.ndarray, bgr: BGR, thickness: int) -> Rect | None:
+def outline(out: np.ndarray, mask: np.ndarray, bgr: BGR, thickness: int,
+            box: Rect | None = None) -> Rect | None:
     """Draw the outer contour of `mask` [H, W] bool on `out`, except where it runs along the
     image's edge (a sky's outline is its horizon, not the frame); the mask's bounding box
-    (None: empty)."""
+    (`box` when known; None: empty)."""
     as_bytes = mask.view(np.uint8)
-    x, y, w, h = cv2.boundingRect(as_bytes)
-    if not w:
+    if box is None:
+        x, y, w, h = cv2.boundingRect(as_bytes)
+        box = (x, y, x + w, y + h)
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
         return None
-    contours, _ = cv2.findContours(np.ascontiguousarray(as_bytes[y:y + h, x:x + w]),
-                                   cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+    contours, _ = cv2.findContours(np.ascontiguousarray(as_bytes[y0:y1, x0:x1]),
+                                   cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
     last = (out.shape[1] - 1, out.shape[0] - 1)
-    segments = []
-    for contour in contours:
-        points = contour[:, 0]  # [N, 2] x, y
+    closed, cut = [], []  # whole contours; the runs of those that touch the edge
+    on_edge = x0 == 0 or y0 == 0 or x1 > last[0] or y1 > last[1]
+    for contour in contours if on_edge else ():
+        points = contour[:, 0]  # [N, 2] x, y; segment i joins point i and point i + 1
         following = np.roll(points, -1, axis=0)
         along_edge = np.zeros(len(points), bool)
         for axis in (0, 1):
             for edge in (0, last[axis]):
                 along_edge |= (points[:, axis] == edge) & (following[:, axis] == edge)
-        kept = ~along_edge
-        segments += list(np.stack([points[kept], following[kept]], axis=1))
-    cv2.polylines(out, segments, False, bgr, thickness, cv2.LINE_AA)
-    return x, y, x + w, y + h
+        if not along_edge.any():
+            closed.append(contour)
+            continue
+        # start after an edge segment, so that the last segment is one: then the open runs
+        # between edge segments are the contour's pieces inside the image
+        start = int(np.flatnonzero(along_edge)[0]) + 1
+        points, along_edge = np.roll(points, -start, axis=0), np.roll(along_edge, -start)
+        cut += [run for run in np.split(points, np.flatnonzero(along_edge[:-1]) + 1)
+                if len(run) > 1]
+    # 8-connected lines: anti-aliased ones cost 3x as much along a long horizon
+    cv2.polylines(out, closed if on_edge else contours, True, bgr, thickness, cv2.LINE_8)
+    if cut:
+        cv2.polylines(out, cut, False, bgr, thickness, cv2.LINE_8)
+    return box
 
 
 def overlaps(a: Rect, b: Rect) -> bool:
@@ -104,8 +119,8 @@ def place_label(size: tuple[int, int], box: Rect, centre: tuple[float, float],
     x0, y0, x1, y1 = box
 
     def inside(x: int, y: int) -> Rect:
-        x = int(np.clip(x, 0, max(0, width - w)))
-        y = int(np.clip(y, 0, max(0, height - h)))
+        x = min(max(int(x), 0), max(0, width - w))
+        y = min(max(int(y), 0), max(0, height - h))
         return x, y, x + w, y + h
 
     def free(rect: Rect) -> bool:
@@ -177,7 +192,7 @@ def draw_overlay(result: GroundingResult, image: np.ndarray, alpha: float = 0.5,
     anchors: dict[int, Rect] = {}
     for i, phrase in drawn:
         if not phrase.plural:
-            outline(out, phrase.mask, colour(i), thickness)
+            outline(out, phrase.mask, colour(i), thickness, phrase.box)
             continue
         boxes = [b for b in (outline(out, m, colour(i), thickness) for m in phrase.instances)
                  if b is not None]
