@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import cv2
 import numpy as np
@@ -168,6 +169,22 @@ def test_cjk_and_emoji_come_from_a_system_font(char):
     assert (glyph != np.array(PALETTE[3], np.uint8)).any(axis=2).sum() >= 10
     assert glyph.shape[0] <= 2 * text_box("A", 14, PALETTE[3]).shape[0]  # scaled to the text
     assert face.scale <= 1.0
+
+
+def test_fonts_named_in_the_environment_come_first_and_broken_ones_are_skipped(
+        tmp_path, monkeypatch):
+    mine, broken = tmp_path / "mine.ttf", tmp_path / "broken.ttf"
+    mine.write_bytes(BUNDLED_FONT.read_bytes())
+    broken.write_bytes(b"not a font")
+    monkeypatch.setenv(fonts.FONTS_ENV, os.pathsep.join([str(broken), str(mine)]))
+    fonts.face_for.cache_clear()
+    try:
+        assert fonts.font_paths()[:3] == (str(broken), str(mine), str(BUNDLED_FONT))
+        assert face_for("a", 23).font.path == str(mine)  # the broken one does not load
+        assert (text_box("ok", 23, PALETTE[0]) != np.array(PALETTE[0], np.uint8)).any()
+    finally:
+        fonts.face_for.cache_clear()
+        fonts.text_box.cache_clear()
 
 
 def test_a_character_no_font_has_still_draws_something():
