@@ -9,9 +9,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-# distinct BGR colours for overlays (tab10)
-PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-           (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+from groundrt.runtime.overlay import draw_overlay
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -73,27 +71,11 @@ class GroundingResult:
         """One COCO RLE per phrase, in phrase order."""
         return [encode_rle(p.mask) for p in self.phrases]
 
-    def overlay(self, image: np.ndarray, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
-        """A copy of `image` (BGR, the grounded image's size) with coloured masks and labels."""
-        if image.shape[:2] != self.image_size:
-            raise ValueError(f"overlay needs an image of size {self.image_size}, got "
-                             f"{image.shape[:2]}")
-        out = image.copy()
-        for i, phrase in enumerate(self.phrases):
-            if not phrase.area:
-                continue
-            # blend inside the phrase's box only, in OpenCV's uint8 arithmetic with the colour
-            # as a scalar (a filled colour image cost 5x the blend itself)
-            x0, y0, x1, y1 = phrase.box
-            region = out[y0:y1, x0:x1]
-            colour = tuple(alpha * c for c in PALETTE[i % len(PALETTE)]) + (0.0,)
-            tinted = cv2.add(cv2.convertScaleAbs(region, alpha=1 - alpha), colour)
-            cv2.copyTo(tinted, phrase.mask[y0:y1, x0:x1].view(np.uint8), region)
-        if labels:
-            for i, phrase in enumerate(self.phrases):
-                if phrase.area:
-                    x0, y0 = phrase.box[:2]
-                    cv2.putText(out, phrase.text, (x0 + 2, max(12, y0 + 12)),
-                                cv2.FONT_HERSHEY_SIMPLEX, 0.4, PALETTE[i % len(PALETTE)], 1,
-                                cv2.LINE_AA)
-        return out
+    def overlay(self, image: np.ndarray, alpha: float = 0.5, labels: bool = True,
+                fps: float | None = None, latency_ms: float | None = None) -> np.ndarray:
+        """A copy of `image` (BGR uint8, the grounded image's size) with each found phrase's
+        mask blended at `alpha` in its colour, an outline per instance of a plural, a label
+        "phrase 0.91" per phrase (when `labels`) and, when `fps` or `latency_ms` is given, a
+        strip showing them (`groundrt.runtime.overlay`); ValueError for an image of another
+        size."""
+        return draw_overlay(self, image, alpha, labels, fps, latency_ms)

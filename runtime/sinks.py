@@ -273,10 +273,10 @@ class WindowSink(Sink):
             cv2.destroyWindow(self.title)
 
 
-def annotate(frame: Frame, result: GroundingResult, fps: float | None) -> np.ndarray:
-    """The frame with coloured masks, phrase labels and (when known) the FPS counter."""
-    out = result.overlay(frame.image)
-    if fps is not None:
-        cv2.putText(out, f"{fps:.1f} FPS", (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.6, (255, 255, 255), 2, cv2.LINE_AA)
-    return out
+def annotate(frame: Frame, result: GroundingResult, fps: float | None,
+             latency_ms: float | None = None) -> np.ndarray:
+    """The frame's overlay with the strip: the stream's FPS (when measured) and the frame's
+    latency (`latency_ms`, else the result's total time when it has one)."""
+    if latency_ms is None:
+        latency_ms = result.timings_ms.get("total")
+    return result.overlay(frame.image, fps=fps, latency_ms=latency_ms)

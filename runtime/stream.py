@@ -199,13 +199,15 @@ class Stream:
         return frame, self.grounder.decode(text, box, embeddings)
 
     def _render(self, item: tuple) -> tuple:
-        """Overlay (with the FPS counter) and each sink's rendering."""
+        """Overlay (with the FPS and latency strip) and each sink's rendering."""
         frame, result = item
         window = self._fps_window
         window.append(time.perf_counter())
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else None
-        annotated = (annotate(frame, result, fps) if any(s.needs_overlay for s in self.sinks)
-                     else None)
+        # the latency so far: from preprocessing to this overlay (the write comes after it)
+        latency_ms = (time.perf_counter() - frame.started) * 1e3
+        annotated = (annotate(frame, result, fps, latency_ms)
+                     if any(s.needs_overlay for s in self.sinks) else None)
         return frame, [sink.render(frame, result, annotated) for sink in self.sinks]
 
     def _write(self, item: tuple) -> None:

@@ -22,7 +22,7 @@ from groundrt.runtime.backends import BackendUnavailableError
 from groundrt.runtime.chunker import NoNounPhraseError
 from groundrt.runtime.grounder import TooManyPhrasesError
 from groundrt.runtime.images import ImageError
-from groundrt.runtime.results import PALETTE, encode_rle
+from groundrt.runtime.results import encode_rle
 
 SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "samples" / "png"
 # AR of the shipped INT8 package on the 16 committed samples: 0.7637 when it was exported
@@ -75,13 +75,12 @@ def test_ground_returns_consistent_masks_and_stats(grounder, samples):
     assert as_json["phrases"][0]["text"] == result.phrases[0].text
     assert set(result.timings_ms) >= {"preprocess", "image", "text", "affinity", "decode",
                                       "total"}
-    overlay = result.overlay(image, alpha=0.5, labels=False)
-    assert overlay.shape == image.shape and (overlay != image).any()
-    # each phrase blends its colour over its mask, in phrase order
-    expected = image.astype(np.float64)
-    for i, phrase in enumerate(result.phrases):
-        expected[phrase.mask] = 0.5 * expected[phrase.mask] + 0.5 * np.array(PALETTE[i])
-    assert np.abs(overlay - expected).max() <= 1.5  # uint8 rounding at each blend
+    # the overlay tints every found phrase's mask (drawn pixel by pixel in test_overlay.py)
+    overlay = result.overlay(image, labels=False)
+    assert overlay.shape == image.shape
+    for phrase in result.phrases:
+        if phrase.area:
+            assert (overlay[phrase.mask] != image[phrase.mask]).any(axis=1).mean() > 0.9
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (480, 640), (33, 2)])

@@ -76,7 +76,8 @@ def test_wheel_holds_only_groundrt_and_the_native_library(tmp_path):
     for expected in ("groundrt/runtime/cli.py", "groundrt/export/__init__.py",
                      "groundrt/kernels/__init__.py", "groundrt/vocabulary.json",
                      "groundrt/data/__init__.py", "groundrt/runtime/models/default/manifest.json",
-                     "groundrt/kernels/lib/" + cpu.LIB_NAME):
+                     "groundrt/runtime/fonts/DejaVuSans-Bold.ttf",
+                     "groundrt/runtime/fonts/LICENSE", "groundrt/kernels/lib/" + cpu.LIB_NAME):
         assert expected in names
     # ctypes, no Python C API: any CPython 3, but only this platform (it holds an .so)
     python_tag, abi_tag, platform_tag = name.removesuffix(".whl").split("-")[-3:]
