@@ -57,6 +57,8 @@ def main() -> None:
     for point in gated["presence_curve"]:
         print(f"| {point['threshold']:.1f} | {point['target_acc']:.4f} | "
               f"{point['no_target_acc']:.4f} |")
+    print("no-target accuracy by what the absent phrase names: " + ", ".join(
+        f"{k.split(':')[1]} {v:.4f}" for k, v in gated.items() if k.startswith("no_target_acc:")))
     if args.json:
         args.json.write_text(json.dumps({"gated": gated, "ungated": ungated}, indent=2))
 

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from groundrt.data import PNGDataset
-from groundrt.data.absent import read_absent
+from groundrt.data.absent import AbsentPhrase, read_absent
 from groundrt.metric.evaluate import instance_ious, score_masks
 from groundrt.metric.instances import instance_ar
 from groundrt.metric.predictions import PhraseKey, PredictionWriter
@@ -62,8 +62,8 @@ def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | Non
 
 def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
                  images: set[int] | None = None
-                 ) -> Iterator[tuple[str, str, bool, float | None]]:
-    """(image_id, utterance, found, presence) for the split's absent phrases (of the first `limit`
+                 ) -> Iterator[tuple[str, AbsentPhrase, bool, float | None]]:
+    """(image_id, phrase, found, presence) for the split's absent phrases (of the first `limit`
     images that have some; of `images` only, if given)."""
     first_narrative: dict[int, list[str]] = {}
     for phrases in dataset.phrases_by_narrative().values():
@@ -75,7 +75,7 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
         result = grounder.ground(dataset.image_path(int(image_id)),
                                  phrases=grounded + [a.utterance for a in absent])
         for phrase, answer in zip(absent, result.phrases[len(grounded):], strict=True):
-            yield image_id, phrase.utterance, answer.found, answer.presence
+            yield image_id, phrase, answer.found, answer.presence
 
 
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -93,6 +93,9 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
         scores = [s for p in predictions for s in p.presence] + [s for *_, s in probes]
         report["presence_curve"] = presence_curve(scores, present)
+        for kind in sorted({phrase.kind for _, phrase, _, _ in probes}):  # thing, stuff, unknown
+            answers = [found for _, phrase, found, _ in probes if phrase.kind == kind]
+            report[f"no_target_acc:{kind}"] = 1.0 - sum(answers) / len(answers)
         by_key = {p.key: p for p in dataset.phrases}
         segment_ious = [instance_ious(dataset, by_key[key], instances)
                         for p in predictions for key, instances in zip(p.keys, p.instances,
@@ -114,6 +117,6 @@ def predict_split(grounder: Grounder, data: str | Path, split: str, out: str | P
             writer.add_mask(key, mask, text, found if v2 else None,
                             instances if v2 and instances else None)
     if v2:
-        for image_id, utterance, found, _ in probe_absent(grounder, dataset):
-            writer.add_absent(image_id, utterance, found)
+        for image_id, phrase, found, _ in probe_absent(grounder, dataset):
+            writer.add_absent(image_id, phrase.utterance, found)
     return writer.close()

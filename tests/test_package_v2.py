@@ -61,6 +61,8 @@ def test_a_v2_package_has_a_phrase_graph_and_scores_presence(package):
     assert manifest["grounding"]["presence_threshold"] == 0.5
     for scores in manifest["accuracy"].values():  # every phrase is answered found here
         assert scores["target_acc"] == 1.0 and scores["no_target_acc"] == 0.0
+        by_kind = {k: v for k, v in scores.items() if k.startswith("no_target_acc:")}
+        assert by_kind and set(by_kind.values()) == {0.0}, by_kind  # thing, stuff, unknown
         assert scores["instance_ar"] is None or 0.0 <= scores["instance_ar"] <= 1.0
 
 
