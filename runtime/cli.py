@@ -696,6 +696,7 @@ the answer: result (BYTES, a line of groundrt run --json). Health: /v2/health/li
     ros = commands.add_parser(
         "ros", help="the ROS 2 node: image + caption topics in; detections, mask and annotated "
         "image out (needs a ROS 2 distro with vision_msgs)",
+        usage="groundrt ros [--ros-args [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
         epilog="""examples:
   groundrt ros --ros-args -p caption:="A red star on the grass." -r image:=/camera/image_raw
   groundrt ros --ros-args -p model:=packages/student -p input_qos:=SENSOR_DATA
@@ -708,9 +709,7 @@ threads, kernel_threads, max_pixels, caption (changeable at run time), input_qos
 (SENSOR_DATA, DEFAULT, SYSTEM_DEFAULT) and input_qos_depth / output_qos_depth (0: the
 profile's), frame_stats_period (seconds between stats lines, 0: none). README: "On a robot".""",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ros.add_argument("ros_args", nargs=argparse.REMAINDER,
-                     help="arguments for ROS 2 (--ros-args ...)")
-    ros.set_defaults(handler=_cmd_ros)
+    ros.set_defaults(handler=_cmd_ros)  # its arguments are ROS 2's: main() hands them on
 
     pr = commands.add_parser(
         "predict", help="write a run's masks for a split in the prediction format",
@@ -740,7 +739,11 @@ def main(argv: list[str] | None = None) -> int:
     from groundrt.errors import GroundrtError
 
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on bad usage
+    args, unknown = parser.parse_known_args(argv)  # exits with 2 on bad usage
+    if args.command == "ros":
+        args.ros_args = unknown  # --ros-args -p NAME:=VALUE -r FROM:=TO, for rclpy
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
     try:
         return args.handler(args)
