@@ -54,7 +54,10 @@ def image_to_bgr(height: int, width: int, encoding: str, step: int, data) -> np.
     if height <= 0 or width <= 0 or step < width * channels:
         raise ImageError(f"{encoding} image of {width}x{height} with step {step}: the step "
                          f"must be at least {width * channels} bytes")
-    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        buffer = np.frombuffer(data, dtype=np.uint8)  # bytes, array.array('B'), numpy: no copy
+    except TypeError:  # a list of ints
+        buffer = np.asarray(data, dtype=np.uint8).ravel()
     if buffer.size < step * (height - 1) + width * channels:
         raise ImageError(f"{encoding} image of {width}x{height} (step {step}) needs "
                          f"{step * height} bytes, got {buffer.size}")

@@ -159,6 +159,8 @@ def test_images_of_each_encoding_become_the_same_bgr_frame(encoding):
     message = image_message(pixels, encoding, header(0, 0))
     np.testing.assert_array_equal(image_to_bgr(5, 7, encoding, message["step"],
                                                message["data"]), bgr)
+    np.testing.assert_array_equal(image_to_bgr(5, 7, encoding, message["step"],
+                                               list(message["data"])), bgr)  # a list of ints
     # rows padded to a larger step (as some drivers send them)
     rows = pixels.reshape(5, -1)
     padded = np.hstack([rows, np.zeros((5, 3), np.uint8)])
