@@ -217,6 +217,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.caption_file:
             raise UsageError("give --caption, --phrases or --caption-file")
         args.caption = read_caption_file(args.caption_file)
+    if args.mcap_profile and not args.mcap:
+        raise UsageError("--mcap-profile needs --mcap OUT.mcap")
     prompt = Prompt.parse(args.caption, args.phrases)
     args.max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     # Outputs first: an unwritable path fails before the model loads or a frame is read (an
@@ -233,7 +235,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.mcap:
             from groundrt.runtime.mcap_sink import McapSink
 
-            sinks.append(McapSink(args.mcap, args.mcap_profile))
+            sinks.append(McapSink(args.mcap, args.mcap_profile or "foxglove"))
         if args.foxglove is not None:
             from groundrt.runtime.foxglove_sink import FoxgloveServerSink
 
@@ -521,7 +523,7 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
     rn.add_argument("--show", action="store_true", help="an OpenCV window (needs a display)")
     rn.add_argument("--mcap", metavar="OUT.mcap", help="record every frame into an MCAP file: "
                     "the image, the phrase masks, the annotations (needs the [robot] extra)")
-    rn.add_argument("--mcap-profile", choices=["foxglove", "ros2"], default="foxglove",
+    rn.add_argument("--mcap-profile", choices=["foxglove", "ros2"],
                     help="--mcap's messages: Foxglove's schemas (default) or the ROS 2 node's "
                     "(sensor_msgs/Image, vision_msgs/Detection2DArray; ros2 bag tools read it)")
     rn.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",

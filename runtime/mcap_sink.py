@@ -37,12 +37,15 @@ class _Ros2Writer:
     """mcap-ros2-support's writer over the partial file; a schema per message type."""
 
     def __init__(self, path: Path) -> None:
+        from mcap.writer import CompressionType
         from mcap_ros2.writer import Writer
 
         from groundrt.ros.definitions import msgdef
 
         self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
-        self.writer = Writer(self.file)
+        # LZ4 chunks: half zstd's write time for raw camera images, at about twice the size
+        # (measured on the sample video: 4.9 against 10.5 ms a frame, 536 against 289 KB)
+        self.writer = Writer(self.file, compression=CompressionType.LZ4)
         schemas = {t: self.writer.register_msgdef(t, msgdef(t)) for t in set(ROS2_TYPES.values())}
         self.schemas = {topic: schemas[t] for topic, t in ROS2_TYPES.items()}
 

@@ -170,6 +170,19 @@ def test_mcap_output_fails_cleanly(tmp_path, video, monkeypatch, capsys):
     assert main(["run", "--source", str(video), "--caption", SAMPLE_CAPTION, "--mcap",
                  str(video), "--quiet"]) == 1
     assert "is one of the inputs" in capsys.readouterr().err
+    # a profile needs a recording; a port in use is an error naming it
+    with pytest.raises(SystemExit):
+        main(["run", "--source", str(video), "--caption", SAMPLE_CAPTION, "--mcap-profile",
+              "ros2"])
+    assert "--mcap-profile needs --mcap OUT.mcap" in capsys.readouterr().err
+    busy = FoxgloveServerSink(0)
+    try:
+        assert main(["run", "--source", str(video), "--caption", SAMPLE_CAPTION, "--foxglove",
+                     str(busy.port), "--quiet"]) == 1
+        assert f"cannot start the Foxglove server on 127.0.0.1:{busy.port}" in (
+            capsys.readouterr().err)
+    finally:
+        busy.close()
     # without the extra, the error names it
     monkeypatch.setitem(sys.modules, "foxglove", None)
     assert main(["run", "--source", str(video), "--caption", SAMPLE_CAPTION, "--mcap",
