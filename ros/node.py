@@ -47,10 +47,11 @@ PARAMETERS = {
     "output_qos_depth": (0, "their history depth (0: the profile's)"),
     "stats_period": (10.0, "seconds between frame statistics lines (0: none)"),
 }
-INSTALL_HINT = ("pip cannot install ROS 2: source a ROS 2 distro (e.g. `source "
-                "/opt/ros/jazzy/setup.bash`), install its vision_msgs (`sudo apt install "
-                "ros-jazzy-vision-msgs`) and run groundrt from a Python that sees both (a venv "
-                "made with --system-site-packages); README, \"On a robot\"")
+INSTALL_HINT = ("pip cannot install ROS 2: source a ROS 2 distro (`source "
+                "/opt/ros/<distro>/setup.bash`: humble, jazzy, ...), install its vision_msgs "
+                "(`sudo apt install ros-$ROS_DISTRO-vision-msgs`) and run groundrt from a Python "
+                "that sees both (a venv made with --system-site-packages); README, \"On a "
+                "robot\"")
 
 
 class RosUnavailableError(GroundrtError):

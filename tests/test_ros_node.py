@@ -25,7 +25,7 @@ def test_groundrt_ros_without_ros_says_what_to_install(capsys):
     assert main(["ros", "--ros-args", "-p", f"caption:={SAMPLE_CAPTION}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("groundrt: error: groundrt ros needs rclpy, which is not importable")
-    assert "source a ROS 2 distro" in err and "ros-jazzy-vision-msgs" in err
+    assert "source a ROS 2 distro" in err and "ros-$ROS_DISTRO-vision-msgs" in err
 
 
 def test_the_node_module_imports_without_ros():
