@@ -24,6 +24,8 @@ EXAMPLES = """examples:
   groundrt export engine --package packages/student --precision int8
   groundrt run --source video.mp4 --caption "A red star on the grass." --save o.mp4 --json o.jsonl
   groundrt run --source 0 --phrases "a red circle; the grass" --show
+  groundrt run --source 0 --caption "A red star on the grass." --foxglove --mcap run.mcap
+  groundrt ros --ros-args -p caption:="A red star on the grass." -r image:=/camera/image_raw
   groundrt export triton --model runtime/models/default --out triton/repo --device gpu
   groundrt serve --model runtime/models/default --http-port 8000 --grpc-port 8001
   groundrt run --source video.mp4 --caption "A red star." --server grpc://localhost:8001
@@ -38,7 +40,8 @@ class UsageError(Exception):
 # The optional extra that provides a module a command may need.
 EXTRA_OF_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
                    "safetensors": "export", "scipy": "export", "tensorrt": "gpu", "pycuda": "gpu",
-                   "pytriton": "serve", "tritonclient": "serve"}
+                   "pytriton": "serve", "tritonclient": "serve", "foxglove": "robot",
+                   "mcap": "robot", "mcap_ros2": "robot", "rosbags": "robot"}
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -214,6 +217,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.caption_file:
             raise UsageError("give --caption, --phrases or --caption-file")
         args.caption = read_caption_file(args.caption_file)
+    if args.mcap_profile and not args.mcap:
+        raise UsageError("--mcap-profile needs --mcap OUT.mcap")
     prompt = Prompt.parse(args.caption, args.phrases)
     args.max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     # Outputs first: an unwritable path fails before the model loads or a frame is read (an
@@ -227,6 +232,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             sinks.append(ImageFolderSink(args.save))
         if args.show:
             sinks.append(WindowSink())
+        if args.mcap:
+            from groundrt.runtime.mcap_sink import McapSink
+
+            sinks.append(McapSink(args.mcap, args.mcap_profile or "foxglove"))
+        if args.foxglove is not None:
+            from groundrt.runtime.foxglove_sink import FoxgloveServerSink
+
+            sink = FoxgloveServerSink(args.foxglove, args.foxglove_host)
+            sinks.append(sink)
+            print(f"Foxglove live view: open connection {sink.url}", file=sys.stderr)
         source = open_source(args.source, args.vid_stride, Reconnect(args.reconnect_attempts),
                              max_pixels=args.max_pixels)
         try:
@@ -250,7 +265,7 @@ def _check_outputs(args: argparse.Namespace, source, sinks: list) -> None:
         inputs.append(Path(args.source))
     if args.caption_file:
         inputs.append(Path(args.caption_file))
-    outputs = [Path(p) for p in (args.json, args.save) if p]
+    outputs = [Path(p) for p in (args.json, args.save, args.mcap) if p]
     for sink in sinks:
         if isinstance(sink, ImageFolderSink):
             outputs += [sink.output_path(p.name, 0) for p in getattr(source, "paths", [])]
@@ -298,6 +313,12 @@ def _stream(args: argparse.Namespace, prompt, source, sinks: list) -> int:
               f"({report.read} read)", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_ros(args: argparse.Namespace) -> int:
+    from groundrt.ros.node import main as node_main
+
+    return node_main(args.ros_args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -473,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
   groundrt run --source rtsp://cam.local/stream --caption-file caption.txt --json live.jsonl
   groundrt run --source csi://0 --caption "a red circle" --device cuda --json live.jsonl
   echo "a yellow star" | groundrt run --source 0 --caption "the grass" --stdin-captions --show
+  groundrt run --source video.mp4 --caption "A red star." --mcap o.mcap --mcap-profile ros2
+  groundrt run --source 0 --caption "A red star on the grass." --foxglove 8765
 
 The caption can change while a stream runs: a new line on stdin (--stdin-captions) or a new
 text in --caption-file takes effect on the next frame read. Cameras and streams default to
@@ -501,6 +524,16 @@ The last line sums up: frames read, processed, dropped; latency p50/p99; FPS."""
                     "folder of images")
     rn.add_argument("--json", help="one JSON line per frame (phrases, boxes, RLE masks)")
     rn.add_argument("--show", action="store_true", help="an OpenCV window (needs a display)")
+    rn.add_argument("--mcap", metavar="OUT.mcap", help="record every frame into an MCAP file: "
+                    "the image, the phrase masks, the annotations (needs the [robot] extra)")
+    rn.add_argument("--mcap-profile", choices=["foxglove", "ros2"],
+                    help="--mcap's messages: Foxglove's schemas (default) or the ROS 2 node's "
+                    "(sensor_msgs/Image, vision_msgs/Detection2DArray; ros2 bag tools read it)")
+    rn.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",
+                    help="serve a live view on a Foxglove WebSocket server (default port 8765; "
+                    "needs the [robot] extra)")
+    rn.add_argument("--foxglove-host", default="127.0.0.1",
+                    help="where --foxglove listens (default: loopback; 0.0.0.0 for all)")
     rn.add_argument("--max-frames", type=int, help="stop after this many frames")
     rn.add_argument("--vid-stride", type=int, default=1, help="take every n-th frame")
     policy = rn.add_mutually_exclusive_group()
@@ -665,6 +698,24 @@ the answer: result (BYTES, a line of groundrt run --json). Health: /v2/health/li
     sv.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
     sv.set_defaults(handler=_cmd_serve)
 
+    ros = commands.add_parser(
+        "ros", help="the ROS 2 node: image + caption topics in; detections, mask and annotated "
+        "image out (needs a ROS 2 distro with vision_msgs)",
+        usage="groundrt ros [--ros-args [-p NAME:=VALUE ...] [-r FROM:=TO ...]]",
+        epilog="""examples:
+  groundrt ros --ros-args -p caption:="A red star on the grass." -r image:=/camera/image_raw
+  groundrt ros --ros-args -p model:=packages/student -p input_qos:=SENSOR_DATA
+  ros2 param set /groundrt caption "two blue squares"
+  ros2 topic pub --once /caption std_msgs/msg/String "{data: 'the sky'}"
+
+Everything after `ros` goes to ROS 2 (rclpy.init): parameters with -p NAME:=VALUE, topic
+remapping with -r FROM:=TO. Parameters: model, backend, precision, device, ort_provider,
+threads, kernel_threads, max_pixels, caption (changeable at run time), input_qos / output_qos
+(SENSOR_DATA, DEFAULT, SYSTEM_DEFAULT) and input_qos_depth / output_qos_depth (0: the
+profile's), frame_stats_period (seconds between stats lines, 0: none). README: "On a robot".""",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ros.set_defaults(handler=_cmd_ros)  # its arguments are ROS 2's: main() hands them on
+
     pr = commands.add_parser(
         "predict", help="write a run's masks for a split in the prediction format",
         epilog="example: groundrt predict --model runs/teacher --data data/synth --split val "
@@ -693,7 +744,11 @@ def main(argv: list[str] | None = None) -> int:
     from groundrt.errors import GroundrtError
 
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on bad usage
+    args, unknown = parser.parse_known_args(argv)  # exits with 2 on bad usage
+    if args.command == "ros":
+        args.ros_args = unknown  # --ros-args -p NAME:=VALUE -r FROM:=TO, for rclpy
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv
     try:
         return args.handler(args)

@@ -81,6 +81,18 @@ def check_not_inputs(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
                               "choose another output path")
 
 
+def partial_file(target: Path, suffix: str = "") -> tuple[int, Path]:
+    """A new file beside `target` (`.NAME.partial-*SUFFIX`, open: its descriptor) with the mode
+    a plain open() would give it (mkstemp's is 0600), or the mode of the file it will replace."""
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.partial-",
+                                    suffix=suffix)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {target}: {_reason(exc)}") from exc
+    os.fchmod(fd, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK)
+    return fd, Path(name)
+
+
 class PartialFile:
     """A file written beside its target and renamed over it on `commit` (whole frames only).
 
@@ -90,15 +102,7 @@ class PartialFile:
 
     def __init__(self, target: Path, suffix: str = "") -> None:
         self.target = target
-        try:
-            fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.partial-",
-                                        suffix=suffix)
-        except OSError as exc:
-            raise OutputError(f"cannot write output {target}: {_reason(exc)}") from exc
-        self.path = Path(name)
-        # the mode a plain open() would give (mkstemp's is 0600), or the replaced file's
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK
-        os.fchmod(fd, mode)
+        fd, self.path = partial_file(target, suffix)
         self.file = os.fdopen(fd, "wb")
         self.frames = 0
         self._good = 0  # bytes of whole frames

@@ -19,9 +19,9 @@ import glob
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -55,6 +55,9 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8 BGR
     name: str  # the image file's name, or "frame <index>"
     started: float = 0.0  # time.perf_counter() when processing began (latency is from here)
+    meta: Any = None  # what the source attaches for the sinks (a ROS 2 message's header)
+    fps: float | None = None  # the stream's frame rate when this frame was rendered
+    stage_ms: dict[str, float] = field(default_factory=dict)  # a stream's stages, on this frame
 
 
 class Capture(Protocol):

@@ -161,10 +161,17 @@ class Stream:
         self._count_lock = threading.Lock()
         self._fps_window: collections.deque[float] = collections.deque(maxlen=30)
         self._taken = 0  # frames capture took from the source
+        self._first: LatestSlot | queue.Queue | None = None  # capture's outbox, while running
 
     def stop(self) -> None:
         """Stop reading frames; those already read are finished (thread-safe)."""
         self._stop.set()
+
+    @property
+    def live_drops(self) -> int:
+        """Frames the live policy has dropped so far (while the stream runs; afterwards
+        `report.dropped_live`)."""
+        return getattr(self._first, "dropped", 0)
 
     # ------------------------------------------------------------------------- the stages
 
@@ -199,15 +206,19 @@ class Stream:
         return frame, self.grounder.decode(text, box, embeddings)
 
     def _render(self, item: tuple) -> tuple:
-        """Overlay (with the FPS and latency strip) and each sink's rendering."""
+        """The frame's stage timings into its result, overlay (with the FPS and latency strip)
+        and each sink's rendering."""
         frame, result = item
+        # total: the latency so far, from preprocessing to this overlay (the write comes after)
+        result.timings_ms.update(preprocess=frame.stage_ms["preprocess"],
+                                 image=frame.stage_ms["inference"],
+                                 total=(time.perf_counter() - frame.started) * 1e3)
         window = self._fps_window
         window.append(time.perf_counter())
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else None
-        # the latency so far: from preprocessing to this overlay (the write comes after it)
-        latency_ms = (time.perf_counter() - frame.started) * 1e3
-        annotated = (annotate(frame, result, fps, latency_ms)
-                     if any(s.needs_overlay for s in self.sinks) else None)
+        frame.fps = fps
+        annotated = (annotate(frame, result, fps) if any(s.needs_overlay for s in self.sinks)
+                     else None)
         return frame, [sink.render(frame, result, annotated) for sink in self.sinks]
 
     def _write(self, item: tuple) -> None:
@@ -229,7 +240,9 @@ class Stream:
         """One stage on one frame; None when the frame is dropped (it did not decode)."""
         tick = time.perf_counter()
         try:
-            return function(item)
+            out = function(item)
+            item[0].stage_ms[name] = (time.perf_counter() - tick) * 1e3
+            return out
         except ImageError as exc:
             with self._count_lock:
                 self.report.corrupt += 1
@@ -293,6 +306,7 @@ class Stream:
         stages = [[(name, functions[name]) for name in names] for names in PIPELINE_THREADS]
         first: LatestSlot | queue.Queue = (LatestSlot() if self.live
                                            else queue.Queue(self.queue_size))
+        self._first = first
         queues = [first] + [queue.Queue(self.queue_size) for _ in stages[1:]]
         failures: list[BaseException] = []
 

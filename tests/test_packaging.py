@@ -24,7 +24,8 @@ SHARED_VOCABULARY = ROOT.parent / "shared" / "vocabulary.json"
 
 def all_modules() -> list[str]:
     names = []
-    for package in ("groundrt", "groundrt.export", "groundrt.runtime", "groundrt.kernels"):
+    for package in ("groundrt", "groundrt.export", "groundrt.runtime", "groundrt.kernels",
+                    "groundrt.ros"):
         module = importlib.import_module(package)
         names.append(package)
         names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".")]
@@ -34,6 +35,7 @@ def all_modules() -> list[str]:
 def test_every_module_imports():
     modules = all_modules()
     assert "groundrt.runtime.cli" in modules and "groundrt.metric.evaluate" in modules
+    assert "groundrt.ros.node" in modules  # imports without rclpy (it is imported when run)
     for name in modules:
         importlib.import_module(name)
 
@@ -77,8 +79,12 @@ def test_wheel_holds_only_groundrt_and_the_native_library(tmp_path):
                      "groundrt/kernels/__init__.py", "groundrt/vocabulary.json",
                      "groundrt/data/__init__.py", "groundrt/runtime/models/default/manifest.json",
                      "groundrt/runtime/fonts/DejaVuSans-Bold.ttf",
-                     "groundrt/runtime/fonts/LICENSE", "groundrt/kernels/lib/" + cpu.LIB_NAME):
+                     "groundrt/runtime/fonts/LICENSE", "groundrt/kernels/lib/" + cpu.LIB_NAME,
+                     "groundrt/ros/node.py", "groundrt/ros/launch/groundrt.launch.py"):
         assert expected in names
+    # the colcon package's own files stay in the checkout
+    assert not any(n.startswith(("groundrt/ros/package.xml", "groundrt/ros/setup.",
+                                 "groundrt/ros/resource/")) for n in names)
     # ctypes, no Python C API: any CPython 3, but only this platform (it holds an .so)
     python_tag, abi_tag, platform_tag = name.removesuffix(".whl").split("-")[-3:]
     assert (python_tag, abi_tag) == ("py3", "none") and platform_tag != "any", name
@@ -106,7 +112,7 @@ def test_sdist_holds_every_source(tmp_path):
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     sources = [n for n in tracked if n.split("/")[0] in ("groundrt", "export", "runtime",
-                                                           "kernels", "tests")
+                                                           "kernels", "ros", "tests")
                or n in ("CMakeLists.txt", "pyproject.toml", "README.md")]
     assert "kernels/src/grounding.cu" in sources
     assert [n for n in sources if n not in names] == []
