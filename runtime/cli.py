@@ -433,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     synth = data_commands.add_parser(
         "synth", help="render procedural narrative scenes in the PNG format",
-        epilog="example: groundrt data synth --out data/synth --split train --count 20000 "
-               "--seed 1", formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  groundrt data synth --out data/synth --split train --count 20000 "
+               "--seed 1\n  groundrt data synth --renderer heldout --out data/heldout --split val "
+               "--count 1000 --seed 4242", formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--out", required=True, help="dataset folder (created)")
     synth.add_argument("--split", required=True, choices=["train", "val", "test"])
     synth.add_argument("--count", type=int, required=True, help="number of images")

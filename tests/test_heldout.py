@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_chunker import _agreement
 from test_synth_scene import _check_caption, _check_phrases, _check_segments
 
@@ -107,6 +109,18 @@ def test_heldout_scenes_are_valid_and_truthful(pairs):
         for u in sample.utterances:  # counts named anywhere in the phrase are right
             counts = [VOCAB.counts[w] for w in u.utterance.lower().split() if w in VOCAB.counts]
             assert not counts or counts == [len(u.segment_ids)], u
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, 10**6),
+       w=st.integers(32, 260), h=st.integers(32, 260))
+def test_any_seed_and_size_gives_a_valid_heldout_sample(seed: int, index: int, w: int,
+                                                        h: int) -> None:
+    sample, scene = render_scene(seed, index, (w, h), HELDOUT)
+    assert sample.panoptic_ids.shape == (h, w)
+    _check_segments(sample, jpeg_quality=(35, 90))
+    _check_caption(sample)
+    _check_phrases(sample, scene)
 
 
 def test_same_layout_other_pixels(pairs):
