@@ -13,6 +13,7 @@ import os
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -22,6 +23,9 @@ from groundrt.data.narratives import Narrative, Utterance
 from groundrt.data.writer import SplitWriter, annotation_record, image_record, write_image_files
 from groundrt.synth.sample import SynthSample
 from groundrt.vocabulary import load_vocabulary
+
+if TYPE_CHECKING:
+    from groundrt.synth.scene import Renderer
 
 # Image ids per split never collide, so files of different splits can be told apart.
 SPLIT_ID_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
@@ -41,7 +45,7 @@ def narrative_of(image_id: int, sample: SynthSample) -> Narrative:
     )
 
 
-def get_renderer(name: str):
+def get_renderer(name: str) -> Renderer:
     """The `groundrt.synth.scene.Renderer` called `name` (one of RENDERERS)."""
     if name == "training":
         from groundrt.synth.scene import TRAINING
