@@ -49,8 +49,9 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
     layout = synthesize(args.out, args.split, args.count, args.seed,
                         tuple(args.size) if args.size else None, args.workers,
-                        progress=not args.quiet)
-    print(f"wrote {args.count} scenes of split {layout.name} to {layout.root}")
+                        progress=not args.quiet, renderer=args.renderer)
+    print(f"wrote {args.count} scenes of split {layout.name} ({args.renderer} renderer) "
+          f"to {layout.root}")
     return 0
 
 
@@ -456,8 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     synth = data_commands.add_parser(
         "synth", help="render procedural narrative scenes in the PNG format",
-        epilog="example: groundrt data synth --out data/synth --split train --count 20000 "
-               "--seed 1", formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  groundrt data synth --out data/synth --split train --count 20000 "
+               "--seed 1\n  groundrt data synth --renderer heldout --out data/heldout --split val "
+               "--count 1000 --seed 4242", formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("--out", required=True, help="dataset folder (created)")
     synth.add_argument("--split", required=True, choices=["train", "val", "test"])
     synth.add_argument("--count", type=int, required=True, help="number of images")
@@ -466,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
                        help="fixed image size (default: random, 240..640 px long side)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--renderer", choices=["training", "heldout"], default="training",
+                       help="training: the training data's scenes (default); heldout: scenes "
+                            "drawn and worded otherwise, kept apart to measure generalization")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_cmd_data_synth)
 

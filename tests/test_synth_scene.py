@@ -49,12 +49,12 @@ def _parse(text: str) -> tuple[str, str]:
     return colors[0], shapes[0]
 
 
-def _check_segments(sample: SynthSample) -> None:
+def _check_segments(sample: SynthSample, jpeg_quality: tuple[int, int] = (60, 95)) -> None:
     ids = sample.panoptic_ids
     h, w = ids.shape
     assert ids.dtype == np.int32 and sample.image_bgr.shape == (h, w, 3)
     assert sample.image_bgr.dtype == np.uint8
-    assert 60 <= sample.jpeg_quality <= 95
+    assert jpeg_quality[0] <= sample.jpeg_quality <= jpeg_quality[1]
     assert (ids > 0).all() and (ids < 256 ** 3).all()
     seg_ids = [s.id for s in sample.segments_info]
     assert len(seg_ids) == len(set(seg_ids))

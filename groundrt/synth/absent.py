@@ -7,6 +7,8 @@ adding them changed no pixel or caption of the scenes.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from groundrt.data.absent import AbsentPhrase
@@ -26,8 +28,9 @@ def _unknown_word(rng: np.random.Generator) -> str:
 
 
 def absent_phrases(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
-                   image_id: str) -> list[AbsentPhrase]:
-    """1 to 3 phrases, each naming a different pair or class, that no segment of `scene` answers."""
+                   image_id: str, wording: ModuleType = captions) -> list[AbsentPhrase]:
+    """1 to 3 phrases, each naming a different pair or class, that no segment of `scene` answers
+    (worded by `wording`, the scene's renderer's phrase texts)."""
     present_pairs = {(t.spec.color, t.spec.shape) for t in scene.things}
     free_pairs = [(c, s) for c in vocab.colors for s in vocab.plural_nouns
                   if (c, s) not in present_pairs]
@@ -43,12 +46,12 @@ def absent_phrases(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
         if kind == "thing":
             color, shape = key = free_pairs[int(rng.integers(len(free_pairs)))]
             plural = bool(rng.random() < P_PLURAL)
-            text = (captions.plural_text(rng, vocab, color, shape, int(rng.integers(2, 5)))
+            text = (wording.plural_text(rng, vocab, color, shape, int(rng.integers(2, 5)))
                     if plural else
-                    captions.singular_text(rng, color, shape, str(rng.choice(vocab.sizes))))
+                    wording.singular_text(rng, color, shape, str(rng.choice(vocab.sizes))))
         elif kind == "stuff":
             key = free_stuff[int(rng.integers(len(free_stuff)))]
-            text = captions.stuff_text(rng, key)
+            text = wording.stuff_text(rng, key)
         else:
             text = key = f"{rng.choice(('a', 'the'))} {_unknown_word(rng)}"
         out.setdefault(key, AbsentPhrase(image_id, text, kind, plural))

@@ -88,7 +88,9 @@ def stuff_text(rng: np.random.Generator, name: str) -> str:
     return _pick(rng, STUFF_TEXT[name])
 
 
-class _Builder:
+class CaptionBuilder:
+    """Assembles utterances: connecting words, grounded phrases, capitalised sentence starts."""
+
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.out: list[UtteranceSpec] = []
@@ -125,10 +127,11 @@ class _Builder:
         self.out.append(UtteranceSpec(self._cap(p.text), list(p.segment_ids), p.plural, True,
                                       list(p.phenomena)))
 
-    def listing(self, phrases: list[Phrase]) -> None:
+    def listing(self, phrases: list[Phrase], last: str = "and") -> None:
+        """The phrases separated by commas, the last two by `last`."""
         for i, p in enumerate(phrases):
             if i:
-                self._words("," if i < len(phrases) - 1 else "and")
+                self._words("," if i < len(phrases) - 1 else last)
             self.phrase(p)
 
     def stop(self) -> None:
@@ -139,7 +142,8 @@ def _preposition(ground: Phrase) -> str:
     return "in" if ground.name == "sky" else "on"
 
 
-def _things(b: _Builder, blocks: list[list[Phrase]], intro: str, ground: Phrase | None) -> None:
+def _things(b: CaptionBuilder, blocks: list[list[Phrase]], intro: str,
+            ground: Phrase | None) -> None:
     """One or two sentences naming every thing phrase (blocks stay together)."""
     split = len(blocks)
     if sum(map(len, blocks)) >= 4 and len(blocks) >= 2 and b.rng.random() < 0.4:
@@ -160,7 +164,7 @@ def _things(b: _Builder, blocks: list[list[Phrase]], intro: str, ground: Phrase 
         b.stop()
 
 
-def _stuff_tail(b: _Builder, stuff: list[Phrase], style: str) -> None:
+def _stuff_tail(b: CaptionBuilder, stuff: list[Phrase], style: str) -> None:
     """Sentences naming every phrase of `stuff` (sorted top to bottom)."""
     if not stuff:
         return
@@ -193,7 +197,7 @@ def compose(rng: np.random.Generator, blocks: list[list[Phrase]], stuff: list[Ph
     """Caption utterances naming every phrase once: thing phrases in `blocks` (a position group
     is one block, kept in order), `stuff` sorted top to bottom, `ground` (one of `stuff`, or
     None) the stuff the things stand on."""
-    b = _Builder(rng)
+    b = CaptionBuilder(rng)
     order = [blocks[i] for i in rng.permutation(len(blocks))]
     template = rng.random()
     if ground is not None and rng.random() < 0.6:

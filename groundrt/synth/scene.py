@@ -2,12 +2,19 @@
 
 `render_sample(seed, index)` is pure: every random draw comes from
 `np.random.default_rng([seed, index])`, so any worker renders the same bits for the same pair.
+
+What a scene holds (layout, things, placement, which phrase names what) is drawn here for every
+renderer; a `Renderer` makes its pixels (image size, stuff, things, camera) and its words
+(phrase texts and the caption's sentences). `TRAINING` is the training data's;
+`groundrt.synth.heldout` has another, kept apart to measure generalization.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -18,7 +25,7 @@ from groundrt.synth.placement import PlacedThing, Placement, place_things
 from groundrt.synth.plan import ThingPlan, plan_things
 from groundrt.synth.sample import SegmentInfo, SynthSample, join_utterances
 from groundrt.synth.shapes import paint
-from groundrt.synth.textures import stuff_texture
+from groundrt.synth.textures import TEXTURES, TextureFn, stuff_texture
 from groundrt.vocabulary import Vocabulary, load_vocabulary
 
 ASPECTS = ((1, 1), (4, 3), (3, 4), (16, 9), (3, 2), (2, 3))  # W:H of random sizes
@@ -46,14 +53,18 @@ class Scene:
         return self.placement.things
 
 
-def draw_size(rng: np.random.Generator) -> tuple[int, int]:
-    """A random (W, H): long side uniform in LONG_SIDE, aspect ratio one of ASPECTS."""
-    long = int(rng.integers(LONG_SIDE[0], LONG_SIDE[1] + 1))
-    aw, ah = ASPECTS[int(rng.integers(len(ASPECTS)))]
+def draw_size(rng: np.random.Generator, aspects: tuple[tuple[int, int], ...] = ASPECTS,
+              long_side: tuple[int, int] = LONG_SIDE) -> tuple[int, int]:
+    """A random (W, H): long side uniform in `long_side`, aspect ratio (W:H) one of `aspects`."""
+    long = int(rng.integers(long_side[0], long_side[1] + 1))
+    aw, ah = aspects[int(rng.integers(len(aspects)))]
     return (long, round(long * ah / aw)) if aw >= ah else (round(long * aw / ah), long)
 
 
-def _paint_stuff(rng: np.random.Generator, layout: StuffLayout) -> np.ndarray:
+def paint_stuff(rng: np.random.Generator, layout: StuffLayout,
+                textures: dict[str, TextureFn] = TEXTURES) -> np.ndarray:
+    """[H, W, 3] float32 RGB: each stuff class's texture of `textures` over its pixels (drawn
+    over the class's bounding box, in the layout's class order)."""
     h, w = layout.labels.shape
     img = np.empty((h, w, 3), np.float32)
     for k, name in enumerate(layout.classes):
@@ -63,7 +74,7 @@ def _paint_stuff(rng: np.random.Generator, layout: StuffLayout) -> np.ndarray:
             continue
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         tex = stuff_texture(name, rng, int(y1 - y0), int(x1 - x0), (int(x0), int(y0)),
-                            layout.road)
+                            layout.road, textures)
         np.copyto(img[y0:y1, x0:x1], tex, where=m[y0:y1, x0:x1, None])
     return img
 
@@ -134,8 +145,36 @@ def _phenomena(vocab: Vocabulary, scene: Scene, members: list[int], position: bo
     return out
 
 
+def _paint_training(rng: np.random.Generator, vocab: Vocabulary, layout: StuffLayout,
+                    placement: Placement) -> tuple[np.ndarray, int]:
+    img = paint_stuff(rng, layout)
+    _paint_things(rng, vocab, img, placement.things)
+    return degrade.camera(degrade.light(img, rng), rng), degrade.jpeg_quality(rng)
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """How a scene becomes pixels and words.
+
+    draw_size(rng) -> (W, H) of a scene without a given size; paint(rng, vocab, layout,
+    placement) -> (BGR uint8 image, JPEG quality), things stacked in placement order (a pixel's
+    ground truth is `placement.owner`, whatever the paint does at edges); wording: a module with
+    the phrase texts `singular_text`, `plural_text`, `position_text`, `stuff_text` and the
+    caption's `compose` (the signatures of `groundrt.synth.captions`).
+    """
+
+    name: str
+    draw_size: Callable[[np.random.Generator], tuple[int, int]]
+    paint: Callable[[np.random.Generator, Vocabulary, StuffLayout, Placement],
+                    tuple[np.ndarray, int]]
+    wording: ModuleType
+
+
+TRAINING = Renderer("training", draw_size, _paint_training, captions)
+
+
 def _thing_blocks(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
-                  segments: dict[int, SegmentInfo]) -> list[list[Phrase]]:
+                  segments: dict[int, SegmentInfo], wording: ModuleType) -> list[list[Phrase]]:
     """Phrases of the mentioned groups; a position group is one block of one phrase a member."""
     blocks = []
     for gi, g in enumerate(scene.plan.groups):
@@ -144,14 +183,14 @@ def _thing_blocks(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
             continue
         if gi in scene.placement.position_groups:
             blocks.append([
-                Phrase(captions.position_text(g.color, g.shape, scene.things[m].position or ""),
+                Phrase(wording.position_text(g.color, g.shape, scene.things[m].position or ""),
                        [m + 1], False, _phenomena(vocab, scene, [m], True, segments))
                 for m in members])
             continue
         if len(members) == 1:
-            text = captions.singular_text(rng, g.color, g.shape, scene.things[members[0]].spec.size)
+            text = wording.singular_text(rng, g.color, g.shape, scene.things[members[0]].spec.size)
         else:
-            text = captions.plural_text(rng, vocab, g.color, g.shape, len(members))
+            text = wording.plural_text(rng, vocab, g.color, g.shape, len(members))
         blocks.append([Phrase(text, [m + 1 for m in members], len(members) > 1,
                               _phenomena(vocab, scene, members, False, segments))])
     return blocks
@@ -169,13 +208,13 @@ def _ground(scene: Scene, stuff: list[Phrase]) -> Phrase | None:
     return None
 
 
-def render_scene(seed: int, index: int, size: tuple[int, int] | None = None
-                 ) -> tuple[SynthSample, Scene]:
+def render_scene(seed: int, index: int, size: tuple[int, int] | None = None,
+                 renderer: Renderer = TRAINING) -> tuple[SynthSample, Scene]:
     """`render_sample`, plus the scene it was made of."""
     rng = np.random.default_rng([seed, index])
     vocab = load_vocabulary()
     if size is None:
-        w, h = draw_size(rng)
+        w, h = renderer.draw_size(rng)
     else:
         w, h = int(size[0]), int(size[1])
         if w < MIN_SIZE or h < MIN_SIZE:
@@ -186,26 +225,26 @@ def render_scene(seed: int, index: int, size: tuple[int, int] | None = None
     mentioned = {m for members in placement.groups for m in members}
     scene = Scene(layout, plan, placement, mentioned)
 
-    img = _paint_stuff(rng, layout)
-    _paint_things(rng, vocab, img, placement.things)
-    image_bgr = degrade.camera(degrade.light(img, rng), rng)
-    quality = degrade.jpeg_quality(rng)
+    image_bgr, quality = renderer.paint(rng, vocab, layout, placement)
 
     ids, segments, stuff_present = _segments(vocab, layout, placement)
     by_id = {s.id: s for s in segments}
-    blocks = _thing_blocks(rng, vocab, scene, by_id)
-    stuff = sorted((Phrase(captions.stuff_text(rng, name), [sid], name=name, height=y)
+    wording = renderer.wording
+    blocks = _thing_blocks(rng, vocab, scene, by_id, wording)
+    stuff = sorted((Phrase(wording.stuff_text(rng, name), [sid], name=name, height=y)
                     for name, (sid, y) in stuff_present.items()
                     if by_id[sid].area >= MIN_STUFF_SHARE * w * h), key=lambda p: p.height)
-    utterances = captions.compose(rng, blocks, stuff, _ground(scene, stuff))
+    utterances = wording.compose(rng, blocks, stuff, _ground(scene, stuff))
     sample = SynthSample(image_bgr, quality, ids, segments, join_utterances(utterances),
                          utterances)
     return sample, scene
 
 
-def render_sample(seed: int, index: int, size: tuple[int, int] | None = None) -> SynthSample:
+def render_sample(seed: int, index: int, size: tuple[int, int] | None = None,
+                  renderer: Renderer = TRAINING) -> SynthSample:
     """Scene `index` of the dataset drawn from `seed`, at `size` (W, H) or a random size.
 
-    Deterministic: the same (seed, index, size) gives bit-identical arrays and captions.
+    Deterministic: the same (seed, index, size, renderer) gives bit-identical arrays and
+    captions. With a given size, two renderers draw the same layout, things and placement.
     """
-    return render_scene(seed, index, size)[0]
+    return render_scene(seed, index, size, renderer)[0]

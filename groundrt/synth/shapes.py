@@ -70,13 +70,18 @@ class ThingMask:
         return int(np.count_nonzero(self.mask))
 
 
+def outline(shape: str, cx: float, cy: float, radius: float, angle: float) -> list[np.ndarray]:
+    """`unit_outline(shape)` rotated by `angle`, scaled by `radius`, centred at (cx, cy)."""
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[c, s], [-s, c]])  # row vectors: p @ rot rotates by `angle`
+    return [p @ rot * radius + (cx, cy) for p in unit_outline(shape)]
+
+
 def rasterize(shape: str, cx: float, cy: float, radius: float, angle: float,
               width: int, height: int) -> ThingMask:
     """The binary mask of `shape` centred at (cx, cy) (pixel centres are integers), clipped to a
     `width` x `height` image; vertices at 1/16 px precision."""
-    c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, s], [-s, c]])  # row vectors: p @ rot rotates by `angle`
-    polys = [p @ rot * radius + (cx, cy) for p in unit_outline(shape)]
+    polys = outline(shape, cx, cy, radius, angle)
     lo = np.floor(polys[0].min(axis=0)) - 1
     hi = np.ceil(polys[0].max(axis=0)) + 2
     x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)

@@ -167,12 +167,13 @@ TEXTURES: dict[str, TextureFn] = {
 
 
 def stuff_texture(name: str, rng: np.random.Generator, h: int, w: int,
-                  offset: tuple[int, int] = (0, 0), line: RoadLine | None = None) -> np.ndarray:
+                  offset: tuple[int, int] = (0, 0), line: RoadLine | None = None,
+                  textures: dict[str, TextureFn] = TEXTURES) -> np.ndarray:
     """Texture [h, w, 3] float32 RGB (0..255, unclipped) of stuff class `name` for the image box
-    whose top-left pixel is `offset` (x, y)."""
+    whose top-left pixel is `offset` (x, y), from `textures` (default: the training scenes')."""
     try:
-        fn = TEXTURES[name]
+        fn = textures[name]
     except KeyError:
         raise KeyError(f"no texture for stuff {name!r}; "
-                       f"expected one of {sorted(TEXTURES)}") from None
+                       f"expected one of {sorted(textures)}") from None
     return fn(rng, h, w, offset, line).astype(np.float32, copy=False)
