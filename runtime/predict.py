@@ -22,7 +22,7 @@ from groundrt.data.absent import AbsentPhrase, read_absent
 from groundrt.metric.evaluate import instance_ious, score_masks
 from groundrt.metric.instances import instance_ar
 from groundrt.metric.predictions import PhraseKey, PredictionWriter
-from groundrt.metric.presence import presence_accuracy, presence_curve
+from groundrt.metric.presence import CURVE_THRESHOLDS, presence_accuracy, presence_curve
 from groundrt.runtime.grounder import Grounder
 
 
@@ -79,9 +79,11 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
 
 
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
-                progress: bool = False, images: set[int] | None = None) -> dict:
-    """AR per group, acc@0.5 and, for network v2, target / no-target accuracy and instance AR
-    on `dataset` (the first `limit` narratives and images; of `images` only, if given)."""
+                progress: bool = False, images: set[int] | None = None,
+                thresholds: tuple[float, ...] = CURVE_THRESHOLDS) -> dict:
+    """AR per group, acc@0.5 and, for network v2, target / no-target accuracy, instance AR and
+    the two accuracies at each of `thresholds` of the presence score on `dataset` (the first
+    `limit` narratives and images; of `images` only, if given)."""
     predictions = list(predict_narratives(grounder, dataset, limit, progress, images))
     report = score_masks(dataset, ((p, p.masks) for p in predictions))
     report["narratives"] = len(predictions)
@@ -92,7 +94,7 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
         accuracy = presence_accuracy(found, present)
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
         scores = [s for p in predictions for s in p.presence] + [s for *_, s in probes]
-        report["presence_curve"] = presence_curve(scores, present)
+        report["presence_curve"] = presence_curve(scores, present, thresholds)
         for kind in sorted({phrase.kind for _, phrase, _, _ in probes}):  # thing, stuff, unknown
             answers = [found for _, phrase, found, _ in probes if phrase.kind == kind]
             report[f"no_target_acc:{kind}"] = 1.0 - sum(answers) / len(answers)

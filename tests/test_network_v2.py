@@ -13,7 +13,7 @@ from groundrt.errors import DataFormatError
 from groundrt.examples import EXPLICIT_SEPARATOR, TextPhrase, compose
 from groundrt.metric.average_recall import average_recall
 from groundrt.metric.instances import instance_ar, matched_segment_ious
-from groundrt.metric.presence import presence_accuracy, presence_curve
+from groundrt.metric.presence import choose_threshold, presence_accuracy, presence_curve
 from groundrt.synth.absent import ABSENT_STREAM, absent_phrases
 from groundrt.synth.scene import render_scene
 from groundrt.vocabulary import load_vocabulary
@@ -161,6 +161,18 @@ def test_presence_curve_trades_target_for_no_target_accuracy():
     assert (low["target_acc"], low["no_target_acc"]) == (1.0, 0.0)
     assert (mid["target_acc"], mid["no_target_acc"]) == (1.0, 2 / 3)
     assert (high["threshold"], high["target_acc"], high["no_target_acc"]) == (0.8, 0.5, 1.0)
+
+
+def test_the_threshold_chosen_keeps_target_accuracy_and_finds_the_most_absent_phrases():
+    # present phrases score 0.7-0.95, absent ones 0.55-0.75: 0.76 separates them
+    scores = [0.95, 0.9, 0.85, 0.8, 0.77, 0.75, 0.7, 0.6, 0.55]
+    present = [True] * 5 + [False] * 4
+    curve = presence_curve(scores, present, thresholds=(0.5, 0.6, 0.7, 0.76, 0.8, 0.9))
+    assert choose_threshold(curve, 1.0)["threshold"] == 0.76
+    assert choose_threshold(curve, 0.8) == {"threshold": 0.76, "target_acc": 1.0,
+                                            "no_target_acc": 1.0, "absent": 4, "present": 5}
+    assert choose_threshold(curve, 0.4)["threshold"] == 0.76  # the lowest of the best
+    assert choose_threshold(presence_curve([0.9], [True]), 0.98) is None  # nothing absent
 
 
 def test_instance_ar_matches_segments_one_to_one():

@@ -58,7 +58,12 @@ def test_a_v2_package_has_a_phrase_graph_and_scores_presence(package):
     assert manifest["format_version"] == 2
     assert manifest["graphs"]["phrase"] == {"fp32": "phrase.onnx"} and "phrase.onnx" in \
         manifest["files"]
+    # every phrase scores the same high presence: no threshold finds absent phrases without
+    # losing present ones, so the calibration keeps the lowest one
     assert manifest["grounding"]["presence_threshold"] == 0.5
+    how = manifest["calibration"]["presence"]
+    assert (how["split"], how["threshold"], how["target_acc"], how["no_target_acc"]) == (
+        "train2017", 0.5, 1.0, 0.0)
     for scores in manifest["accuracy"].values():  # every phrase is answered found here
         assert scores["target_acc"] == 1.0 and scores["no_target_acc"] == 0.0
         by_kind = {k: v for k, v in scores.items() if k.startswith("no_target_acc:")}

@@ -30,8 +30,14 @@ def presence_accuracy(found: Iterable[bool], present: Iterable[bool]) -> dict[st
     }
 
 
+CURVE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# where a package's threshold is chosen from: fine steps where the scores of the trained
+# networks separate absent from present phrases
+CALIBRATION_THRESHOLDS = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))
+
+
 def presence_curve(presence: Iterable[float], present: Iterable[bool],
-                   thresholds: Iterable[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+                   thresholds: Iterable[float] = CURVE_THRESHOLDS
                    ) -> list[dict[str, float | None]]:
     """The two accuracies at each threshold of the presence probability (found = presence >
     threshold), from one pass: how well the score separates present from absent phrases,
@@ -39,3 +45,17 @@ def presence_curve(presence: Iterable[float], present: Iterable[bool],
     scores = np.fromiter(presence, dtype=np.float64)
     truth = list(present)
     return [{"threshold": float(t), **presence_accuracy(scores > t, truth)} for t in thresholds]
+
+
+def choose_threshold(curve: list[dict[str, float | None]], min_target_acc: float = 0.98
+                     ) -> dict[str, float | None] | None:
+    """The point of `curve` with the best no-target accuracy among those that keep target
+    accuracy >= `min_target_acc` (GRES's two accuracies: find absent phrases "not found" as
+    often as possible without losing present ones); the lowest threshold on ties; None when no
+    point keeps the target accuracy or the curve has no absent phrases."""
+    kept = [p for p in curve if p["target_acc"] is not None and p["no_target_acc"] is not None
+            and p["target_acc"] >= min_target_acc]
+    if not kept:
+        return None
+    best = max(p["no_target_acc"] for p in kept)
+    return min((p for p in kept if p["no_target_acc"] == best), key=lambda p: p["threshold"])
