@@ -3,6 +3,10 @@ through `Grounder`, with its presence gate (a phrase not found has an empty mask
 it (every phrase keeps its own mask), plus target / no-target accuracy and instance AR.
 
     python benchmarks/presence_gating.py --model runs/teacher-v2 --data data/synth --json out.json
+    python benchmarks/presence_gating.py --model runs/teacher-v2 --data data/synth --calibrate
+
+`--calibrate` gates by the threshold chosen on the train split (as a package's is) instead of
+the model's own 0.5.
 
 The gap between the two ARs is what wrong "not found" answers cost the official metric; the
 ungated AR is the masks' own quality.
@@ -15,6 +19,7 @@ import json
 from pathlib import Path
 
 from groundrt.data import PNGDataset
+from groundrt.export.package_builder import calibrate_presence
 from groundrt.package import MANIFEST_FILE
 from groundrt.runtime.grounder import Grounder
 from groundrt.runtime.predict import score_split
@@ -32,6 +37,9 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, help="narratives and images (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="choose the threshold on --data's train split first, as `groundrt "
+                             "export package` does, and gate by it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     backend = "onnxruntime" if (Path(args.model) / MANIFEST_FILE).is_file() else "torch"
@@ -39,6 +47,10 @@ def main() -> None:
     if not grounder.phrase_queries:
         raise SystemExit(f"{args.model} is a network v1 model: it has no presence score")
     dataset = PNGDataset(args.data, args.split)
+    if args.calibrate:
+        threshold, how = calibrate_presence(grounder, PNGDataset(args.data, "train"))
+        print(f"presence threshold chosen on the train split: {threshold} ({how})")
+        grounder.grounding = {**grounder.grounding, "presence_threshold": threshold}
     gated = score_split(grounder, dataset, args.limit, progress=True)
     shipped = grounder.grounding["presence_threshold"]
     grounder.grounding = {**grounder.grounding, "presence_threshold": 0.0}  # everything found

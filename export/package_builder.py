@@ -107,7 +107,8 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
     )
     write_manifest(out, manifest)
     if model.cfg.phrase_queries:
-        threshold, how = calibrate_presence(out, train_set, presence_images, seed, progress)
+        threshold, how = calibrate_presence(Grounder(out, backend="onnxruntime"), train_set,
+                                            presence_images, seed, progress)
         manifest["grounding"]["presence_threshold"] = threshold
         manifest["calibration"]["presence"] = how
         write_manifest(out, manifest)
@@ -116,16 +117,15 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
     return read_manifest(out)
 
 
-def calibrate_presence(package: Path, train_set: PNGDataset, count: int, seed: int,
-                       progress: bool = True) -> tuple[float, dict]:
-    """The presence threshold a v2 package ships, and how it was chosen: the best no-target
-    accuracy that keeps target accuracy >= MIN_TARGET_ACC on `count` training images and
-    their absent phrases (the val split stays for measuring), by the package's default
-    precision. The trained score separates the two groups well, but not around 0.5: phrases
+def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = PRESENCE_IMAGES,
+                       seed: int = 0, progress: bool = True) -> tuple[float, dict]:
+    """The presence threshold a v2 package ships (of a package: by its default precision), and
+    how it was chosen: the best no-target accuracy that keeps target accuracy >=
+    MIN_TARGET_ACC on `count` training images and their absent phrases (the val split stays
+    for measuring). The trained score separates the two groups well, but not around 0.5: phrases
     naming a colour-shape pair the scene lacks score 0.5-0.8 (the first v2 teacher: no-target
     accuracy 0.31 at 0.5, 0.95 at 0.8 on val). Keeps the network's own threshold where no point
     keeps the target accuracy."""
-    grounder = Grounder(package, backend="onnxruntime")
     images = set(calibration_images(train_set, count, seed + 1))  # not the INT8 calibration's
     report = score_split(grounder, train_set, images=images, progress=progress,
                          thresholds=CALIBRATION_THRESHOLDS)
