@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from groundrt.data import PNGDataset
-from groundrt.data.absent import AbsentPhrase, read_absent
+from groundrt.data.absent import read_absent
 from groundrt.metric.evaluate import instance_ious, score_masks
 from groundrt.metric.instances import instance_ar
 from groundrt.metric.predictions import PhraseKey, PredictionWriter
@@ -60,11 +60,24 @@ def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | Non
                                                                 strict=True)])
 
 
+@dataclass
+class ProbeAnswer:
+    """One phrase of an image's probe list (its grounded phrases and its absent ones, given
+    together as explicit phrases) and the Grounder's answer."""
+
+    image_id: str
+    text: str
+    kind: str  # "present" (a grounded phrase), or the absent phrase's: thing, stuff, unknown
+    found: bool
+    presence: float | None
+
+
 def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
-                 images: set[int] | None = None
-                 ) -> Iterator[tuple[str, AbsentPhrase, bool, float | None]]:
-    """(image_id, phrase, found, presence) for the split's absent phrases (of the first `limit`
-    images that have some; of `images` only, if given)."""
+                 images: set[int] | None = None) -> Iterator[ProbeAnswer]:
+    """Every phrase of the probe lists of the split's images with absent phrases (the first
+    `limit` of them; of `images` only, if given): the present ones too, so that target
+    accuracy is also measured where the absent phrases are (a model answering "not found" to
+    every explicit phrase would otherwise score well)."""
     first_narrative: dict[int, list[str]] = {}
     for phrases in dataset.phrases_by_narrative().values():
         first_narrative.setdefault(phrases[0].image_id, [p.text for p in phrases])
@@ -72,10 +85,11 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
               if images is None or int(image_id) in images][:limit]
     for image_id, absent in chosen:
         grounded = first_narrative.get(int(image_id), [])
-        result = grounder.ground(dataset.image_path(int(image_id)),
-                                 phrases=grounded + [a.utterance for a in absent])
-        for phrase, answer in zip(absent, result.phrases[len(grounded):], strict=True):
-            yield image_id, phrase, answer.found, answer.presence
+        kinds = ["present"] * len(grounded) + [a.kind for a in absent]
+        texts = grounded + [a.utterance for a in absent]
+        result = grounder.ground(dataset.image_path(int(image_id)), phrases=texts)
+        for text, kind, answer in zip(texts, kinds, result.phrases, strict=True):
+            yield ProbeAnswer(image_id, text, kind, answer.found, answer.presence)
 
 
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -83,21 +97,28 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
                 thresholds: tuple[float, ...] = CURVE_THRESHOLDS) -> dict:
     """AR per group, acc@0.5 and, for network v2, target / no-target accuracy, instance AR and
     the two accuracies at each of `thresholds` of the presence score on `dataset` (the first
-    `limit` narratives and images; of `images` only, if given)."""
+    `limit` narratives and images; of `images` only, if given). Target accuracy counts the
+    present phrases of both ways of asking: in their captions and in the probe lists
+    (`target_acc:caption`, `target_acc:list` apart)."""
     predictions = list(predict_narratives(grounder, dataset, limit, progress, images))
     report = score_masks(dataset, ((p, p.masks) for p in predictions))
     report["narratives"] = len(predictions)
     if grounder.phrase_queries:
         probes = list(probe_absent(grounder, dataset, limit, images))
-        found = [f for p in predictions for f in p.found] + [f for _, _, f, _ in probes]
-        present = [True] * (len(found) - len(probes)) + [False] * len(probes)
-        accuracy = presence_accuracy(found, present)
+        in_captions = [(f, s) for p in predictions for f, s in zip(p.found, p.presence,
+                                                                   strict=True)]
+        answers = in_captions + [(a.found, a.presence) for a in probes]
+        present = [True] * len(in_captions) + [a.kind == "present" for a in probes]
+        accuracy = presence_accuracy((f for f, _ in answers), present)
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
-        scores = [s for p in predictions for s in p.presence] + [s for *_, s in probes]
-        report["presence_curve"] = presence_curve(scores, present, thresholds)
-        for kind in sorted({phrase.kind for _, phrase, _, _ in probes}):  # thing, stuff, unknown
-            answers = [found for _, phrase, found, _ in probes if phrase.kind == kind]
-            report[f"no_target_acc:{kind}"] = 1.0 - sum(answers) / len(answers)
+        report["target_acc:caption"] = presence_accuracy(
+            (f for f, _ in in_captions), [True] * len(in_captions))["target_acc"]
+        listed = [a.found for a in probes if a.kind == "present"]
+        report["target_acc:list"] = sum(listed) / len(listed) if listed else None
+        report["presence_curve"] = presence_curve((s for _, s in answers), present, thresholds)
+        for kind in sorted({a.kind for a in probes} - {"present"}):  # thing, stuff, unknown
+            found = [a.found for a in probes if a.kind == kind]
+            report[f"no_target_acc:{kind}"] = 1.0 - sum(found) / len(found)
         by_key = {p.key: p for p in dataset.phrases}
         segment_ious = [instance_ious(dataset, by_key[key], instances)
                         for p in predictions for key, instances in zip(p.keys, p.instances,
@@ -119,6 +140,7 @@ def predict_split(grounder: Grounder, data: str | Path, split: str, out: str | P
             writer.add_mask(key, mask, text, found if v2 else None,
                             instances if v2 and instances else None)
     if v2:
-        for image_id, phrase, found, _ in probe_absent(grounder, dataset):
-            writer.add_absent(image_id, phrase.utterance, found)
+        for answer in probe_absent(grounder, dataset):
+            if answer.kind != "present":
+                writer.add_absent(answer.image_id, answer.text, answer.found)
     return writer.close()

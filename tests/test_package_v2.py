@@ -19,6 +19,7 @@ from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
 from groundrt.runtime.cli import main  # noqa: E402
 from groundrt.runtime.grounder import Grounder  # noqa: E402
+from groundrt.runtime.predict import score_split  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
 
 TINY_V2 = PRESETS["tiny-v2"]
@@ -66,6 +67,8 @@ def test_a_v2_package_has_a_phrase_graph_and_scores_presence(package):
         "train2017", 0.5, 1.0, 0.0)
     for scores in manifest["accuracy"].values():  # every phrase is answered found here
         assert scores["target_acc"] == 1.0 and scores["no_target_acc"] == 0.0
+        # present phrases are counted where they are asked in captions and in the probe lists
+        assert scores["target_acc:caption"] == scores["target_acc:list"] == 1.0
         by_kind = {k: v for k, v in scores.items() if k.startswith("no_target_acc:")}
         assert by_kind and set(by_kind.values()) == {0.0}, by_kind  # thing, stuff, unknown
         assert scores["instance_ar"] is None or 0.0 <= scores["instance_ar"] <= 1.0
@@ -90,6 +93,11 @@ def test_a_phrase_not_found_has_an_empty_mask_and_no_instances(tiny_data, tmp_pa
         assert not p.mask.any() and p.area == 0 and p.queries == [] and p.instances == []
         assert p.presence == pytest.approx(1 / (1 + np.exp(8.0)), rel=1e-4)
         assert p.to_json(rle=False)["found"] is False
+    # "not found" to everything: every absent phrase right, no present one, in captions and in
+    # the probe lists alike (the lists' present phrases count, or this would look good)
+    scores = score_split(Grounder(run, backend="torch"), PNGDataset(tiny_data, "val"))
+    assert (scores["no_target_acc"], scores["target_acc"], scores["target_acc:caption"],
+            scores["target_acc:list"]) == (1.0, 0.0, 0.0, 0.0)
 
 
 def test_instances_lie_inside_the_phrase(package):
