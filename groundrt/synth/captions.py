@@ -62,20 +62,30 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str
     return options[int(rng.integers(len(options)))]
 
 
-def singular_text(rng: np.random.Generator, color: str, shape: str, size: str) -> str:
-    """"a small blue star", "the red circle", "one large green hexagon" (size word truthful)."""
-    det = str(rng.choice(("a", "the", "one"), p=(0.5, 0.4, 0.1)))
-    words = ([size] if rng.random() < P_SIZE_WORD else []) + [color, shape]
+SINGULAR_DETERMINERS = (("a", "the", "one"), (0.5, 0.4, 0.1))  # words, probabilities
+
+
+def singular_text(rng: np.random.Generator, color: str, shape: str, size: str,
+                  determiners: tuple = SINGULAR_DETERMINERS, p_size: float = P_SIZE_WORD) -> str:
+    """"a small blue star", "the red circle", "one large green hexagon" (size word truthful);
+    the held-out wording passes its own determiners and size-word share."""
+    det = str(rng.choice(determiners[0], p=determiners[1]))
+    words = ([size] if rng.random() < p_size else []) + [color, shape]
     if det == "a" and words[0][0] in "aeiou":
         det = "an"
     return " ".join([det, *words])
 
 
 def plural_text(rng: np.random.Generator, vocab: Vocabulary, color: str, shape: str,
-                count: int) -> str:
-    """"two red circles", "several pink rings" (count in 2..4)."""
+                count: int, p_count: float = P_COUNT_WORD, p_the: float = 0.0) -> str:
+    """"two red circles", "several pink rings" (count in 2..4); with `p_the` (the held-out
+    wording) a count word sometimes takes "the": "the three red circles"."""
     numbers = [w for w, n in vocab.counts.items() if n == count]
-    word = numbers[0] if numbers and rng.random() < P_COUNT_WORD else _pick(rng, vocab.plural_words)
+    if numbers and rng.random() < p_count:
+        # p_the 0 draws nothing more: the training captions' random stream is unchanged
+        word = ("the " if p_the and rng.random() < p_the else "") + numbers[0]
+    else:
+        word = _pick(rng, vocab.plural_words)
     return f"{word} {color} {vocab.plural_nouns[shape]}"
 
 

@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 
+from groundrt.synth import captions
 from groundrt.synth.captions import BOTTOM, TOP, CaptionBuilder, Phrase
 from groundrt.synth.sample import UtteranceSpec
 from groundrt.vocabulary import Vocabulary
@@ -77,22 +78,13 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
 
 def singular_text(rng: np.random.Generator, color: str, shape: str, size: str) -> str:
     """"a large red circle", "one blue star" (size word truthful)."""
-    det = str(rng.choice(SINGULAR_DETERMINERS[0], p=SINGULAR_DETERMINERS[1]))
-    words = ([size] if rng.random() < P_SIZE_WORD else []) + [color, shape]
-    if det == "a" and words[0][0] in "aeiou":
-        det = "an"
-    return " ".join([det, *words])
+    return captions.singular_text(rng, color, shape, size, SINGULAR_DETERMINERS, P_SIZE_WORD)
 
 
 def plural_text(rng: np.random.Generator, vocab: Vocabulary, color: str, shape: str,
                 count: int) -> str:
     """"the three red circles", "two red circles", "a few pink rings" (count in 2..4)."""
-    numbers = [w for w, n in vocab.counts.items() if n == count]
-    if numbers and rng.random() < P_COUNT_WORD:
-        word = ("the " if rng.random() < P_THE_COUNT else "") + numbers[0]
-    else:
-        word = str(vocab.plural_words[int(rng.integers(len(vocab.plural_words)))])
-    return f"{word} {color} {vocab.plural_nouns[shape]}"
+    return captions.plural_text(rng, vocab, color, shape, count, P_COUNT_WORD, P_THE_COUNT)
 
 
 def position_text(color: str, shape: str, position: str) -> str:
