@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from groundrt.ros.messages import label_mask
-from groundrt.runtime.overlay import colour
+from groundrt.runtime.overlay import box_contours, colour
 from groundrt.runtime.results import GroundingResult
 from groundrt.runtime.sources import Frame
 
@@ -47,12 +47,8 @@ def _encode(image: np.ndarray, suffix: str, *params: int) -> bytes:
 def outlines(mask: np.ndarray, box: tuple[int, int, int, int]) -> list[np.ndarray]:
     """The outer contours of a [H, W] bool mask inside its box, each [N, 2] float x, y in
     image pixels (a plural's instances are separate contours)."""
-    x0, y0, x1, y1 = box
-    region = np.ascontiguousarray(mask[y0:y1, x0:x1].view(np.uint8))
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                   offset=(x0, y0))
     return [cv2.approxPolyDP(c, OUTLINE_EPSILON_PX, True).reshape(-1, 2).astype(np.float64)
-            for c in contours if len(c) >= 3]
+            for c in box_contours(mask, box) if len(c) >= 3]
 
 
 def timings_line(result: GroundingResult, fps: float | None) -> str:

@@ -58,6 +58,16 @@ def blend(out: np.ndarray, mask: np.ndarray, box: Rect, bgr: BGR, alpha: float) 
     cv2.copyTo(tinted, mask[y0:y1, x0:x1].view(np.uint8), region)
 
 
+def box_contours(mask: np.ndarray, box: Rect) -> tuple[np.ndarray, ...]:
+    """The outer contours of `mask` [H, W] bool, found inside its bounding `box` only (cheap for
+    a small thing in a large frame), in image coordinates: one per instance of a plural."""
+    x0, y0, x1, y1 = box
+    region = np.ascontiguousarray(mask.view(np.uint8)[y0:y1, x0:x1])
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                   offset=(x0, y0))
+    return contours
+
+
 def outline(out: np.ndarray, mask: np.ndarray, bgr: BGR, thickness: int,
             box: Rect | None = None) -> Rect | None:
     """Draw the outer contour of `mask` [H, W] bool on `out`, except where it runs along the
@@ -70,8 +80,7 @@ def outline(out: np.ndarray, mask: np.ndarray, bgr: BGR, thickness: int,
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         return None
-    contours, _ = cv2.findContours(np.ascontiguousarray(as_bytes[y0:y1, x0:x1]),
-                                   cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
+    contours = box_contours(mask, box)
     last = (out.shape[1] - 1, out.shape[0] - 1)
     closed, cut = [], []  # whole contours; the runs of those that touch the edge
     on_edge = x0 == 0 or y0 == 0 or x1 > last[0] or y1 > last[1]
