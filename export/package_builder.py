@@ -122,10 +122,10 @@ def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = P
     """The presence threshold a v2 package ships (of a package: by its default precision), and
     how it was chosen: the best no-target accuracy that keeps target accuracy >=
     MIN_TARGET_ACC on `count` training images and their absent phrases (the val split stays
-    for measuring). The trained score separates the two groups well, but not around 0.5: phrases
-    naming a colour-shape pair the scene lacks score 0.5-0.8 (the first v2 teacher: no-target
-    accuracy 0.31 at 0.5, 0.95 at 0.8 on val). Keeps the network's own threshold where no point
-    keeps the target accuracy."""
+    for measuring). Target accuracy counts the present phrases asked in captions and in the
+    probe lists (`score_split`): counted on captions only, a threshold that answers "not found"
+    to most explicit phrases looked right (the v2 student at 0.78). Keeps the network's own
+    threshold where no point keeps the target accuracy."""
     images = set(calibration_images(train_set, count, seed + 1))  # not the INT8 calibration's
     report = score_split(grounder, train_set, images=images, progress=progress,
                          thresholds=CALIBRATION_THRESHOLDS)

@@ -92,6 +92,11 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
             yield ProbeAnswer(image_id, text, kind, answer.found, answer.presence)
 
 
+def found_share(found: list[bool]) -> float | None:
+    """The share of answers "found" (None for no answers)."""
+    return sum(found) / len(found) if found else None
+
+
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
                 progress: bool = False, images: set[int] | None = None,
                 thresholds: tuple[float, ...] = CURVE_THRESHOLDS) -> dict:
@@ -111,14 +116,12 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
         present = [True] * len(in_captions) + [a.kind == "present" for a in probes]
         accuracy = presence_accuracy((f for f, _ in answers), present)
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
-        report["target_acc:caption"] = presence_accuracy(
-            (f for f, _ in in_captions), [True] * len(in_captions))["target_acc"]
-        listed = [a.found for a in probes if a.kind == "present"]
-        report["target_acc:list"] = sum(listed) / len(listed) if listed else None
+        report["target_acc:caption"] = found_share([f for f, _ in in_captions])
+        report["target_acc:list"] = found_share([a.found for a in probes if a.kind == "present"])
         report["presence_curve"] = presence_curve((s for _, s in answers), present, thresholds)
         for kind in sorted({a.kind for a in probes} - {"present"}):  # thing, stuff, unknown
-            found = [a.found for a in probes if a.kind == kind]
-            report[f"no_target_acc:{kind}"] = 1.0 - sum(found) / len(found)
+            report[f"no_target_acc:{kind}"] = 1.0 - found_share(
+                [a.found for a in probes if a.kind == kind])
         by_key = {p.key: p for p in dataset.phrases}
         segment_ious = [instance_ious(dataset, by_key[key], instances)
                         for p in predictions for key, instances in zip(p.keys, p.instances,
