@@ -114,8 +114,9 @@ def phrase_terms(student: GroundingOutput, teacher: GroundingOutput, batch: Batc
 def distill(teacher_run: str | Path, data: str | Path, out: str | Path,
             student_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
             weights: DistillWeights = DistillWeights(), resume: bool = False,
-            progress: bool = True) -> dict:
-    """Trains a student run in `out` from the teacher run; returns the training state."""
+            progress: bool = True, init: str | Path | None = None) -> dict:
+    """Trains a student run in `out` from the teacher run (`init`: starting from that student
+    run's weights, e.g. a new teacher's student from the last one's); returns the state."""
     teacher_run = Path(teacher_run)
     cfg = cfg or TrainConfig(epochs=3)
     teacher = load_model(teacher_run).to(cfg.device)
@@ -125,4 +126,5 @@ def distill(teacher_run: str | Path, data: str | Path, out: str | Path,
     return train(data, out, student_cfg, cfg, resume=resume, progress=progress,
                  objective=DistillObjective(teacher, weights),
                  teacher_size=teacher.cfg.input_size, tokenizer=teacher_run / TOKENIZER_FILE,
-                 extra_config={"teacher": str(teacher_run), "distill": asdict(weights)})
+                 extra_config={"teacher": str(teacher_run), "distill": asdict(weights)},
+                 init=init)

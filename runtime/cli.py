@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     state = train(args.data, args.out, _model_config(args.config),
                   _train_overrides(args, TrainConfig()), resume=args.resume,
-                  progress=not args.quiet)
+                  progress=not args.quiet, init=args.init)
     _report_training(state, args.out)
     return 0
 
@@ -121,7 +121,7 @@ def _cmd_export_distill(args: argparse.Namespace) -> int:
     state = distill(args.teacher, args.data, args.out,
                     _model_config(args.config) if args.config else None,
                     _train_overrides(args, TrainConfig(epochs=3)), resume=args.resume,
-                    progress=not args.quiet)
+                    progress=not args.quiet, init=args.init)
     _report_training(state, args.out)
     return 0
 
@@ -418,6 +418,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, out_help: str,
                         help="bfloat16 autocast for the forward pass (faster on CPUs with AMX "
                              "and on GPUs; the losses stay float32)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--init", metavar="RUN",
+                        help="fine-tune: start from RUN's weights, config and tokenizer, with a "
+                             "fresh optimizer and schedule (--config is then not used)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -14,7 +14,7 @@ from groundrt.examples import EXPLICIT_SEPARATOR, TextPhrase, compose
 from groundrt.metric.average_recall import average_recall
 from groundrt.metric.instances import instance_ar, matched_segment_ious
 from groundrt.metric.presence import choose_threshold, presence_accuracy, presence_curve
-from groundrt.synth.absent import ABSENT_STREAM, absent_phrases
+from groundrt.synth.absent import ABSENT_STREAM, COUNT, absent_phrases, hard_pairs
 from groundrt.synth.scene import render_scene
 from groundrt.vocabulary import load_vocabulary
 
@@ -90,7 +90,7 @@ def test_absent_phrases_name_nothing_in_the_scene():
         phrases = absent_phrases(rng, vocab, scene, str(index))
         again = absent_phrases(np.random.default_rng([11, index, ABSENT_STREAM]), vocab, scene,
                                str(index))
-        assert phrases == again and 1 <= len(phrases) <= 3
+        assert phrases == again and 1 <= len(phrases) <= COUNT[1]
         pairs = {(t.spec.color, t.spec.shape) for t in scene.things}
         plurals = {v: k for k, v in vocab.plural_nouns.items()}
         stuff = {scene.layout.classes[k] for k in np.unique(scene.layout.labels)}
@@ -103,6 +103,31 @@ def test_absent_phrases_name_nothing_in_the_scene():
                 assert words[-1] not in stuff
             else:
                 assert words[-1] not in {c.name for c in vocab.categories}
+
+
+def test_hard_negatives_swap_the_colours_and_shapes_of_the_scene():
+    vocab = load_vocabulary()
+    present = {("red", "star"), ("blue", "circle")}
+    free = [(c, s) for c in vocab.colors for s in vocab.plural_nouns if (c, s) not in present]
+    hard = set(hard_pairs(vocab, present, free))
+    assert {("red", "circle"), ("blue", "star")} <= hard
+    assert not hard & present and ("green", "square") not in hard
+    for color in vocab.lookalikes("red"):  # a look-alike colour of a thing's shape
+        assert (color, "star") in hard
+    # most absent things of generated scenes are hard negatives
+    counts = [0, 0]
+    for index in range(30):
+        _, scene = render_scene(11, index)
+        pairs = {(t.spec.color, t.spec.shape) for t in scene.things}
+        plurals = {v: k for k, v in vocab.plural_nouns.items()}
+        hard = set(hard_pairs(vocab, pairs, [(c, s) for c in vocab.colors
+                                             for s in vocab.plural_nouns if (c, s) not in pairs]))
+        for p in absent_phrases(np.random.default_rng([11, index, ABSENT_STREAM]), vocab, scene,
+                                str(index)):
+            if p.kind == "thing":
+                words = p.utterance.split()
+                counts[(words[-2], plurals.get(words[-1], words[-1])) in hard] += 1
+    assert counts[1] > 1.5 * counts[0]  # (a scene with few hard pairs repeats one: fewer)
 
 
 def test_compose_places_every_phrase_where_its_span_says():

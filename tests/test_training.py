@@ -121,6 +121,28 @@ def test_a_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     assert (run / MODEL_FILE).read_bytes() == (tmp_path / "whole" / MODEL_FILE).read_bytes()
 
 
+def test_init_fine_tunes_from_another_runs_weights_config_and_tokenizer(tiny_data, tmp_path):
+    from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
+
+    base = tmp_path / "base"
+    train(tiny_data, base, TINY, replace(FAST, epochs=1), progress=False)
+    # a zero learning rate keeps the weights (not BatchNorm's running statistics, which training
+    # updates): the fine-tune starts exactly at the base's
+    kept = tmp_path / "kept"
+    train(tiny_data, kept, PRESETS["tiny-v2"], replace(FAST, epochs=1, lr=0.0), progress=False,
+          init=base)
+    assert load_model(kept).cfg == load_model(base).cfg  # --config is not used
+    assert (kept / TOKENIZER_FILE).read_bytes() == (base / TOKENIZER_FILE).read_bytes()
+    base_weights = dict(load_model(base).named_parameters())
+    for name, tensor in load_model(kept).named_parameters():
+        torch.testing.assert_close(tensor, base_weights[name], msg=name)
+    tuned = tmp_path / "tuned"
+    state = train(tiny_data, tuned, None, replace(FAST, epochs=1), progress=False, init=base)
+    assert state["step"] == 12 // FAST.batch_size  # a fresh schedule, not the base's
+    assert json.loads((tuned / "train_config.json").read_text())["init"] == str(base)
+    assert any(not torch.equal(t, base_weights[n]) for n, t in load_model(tuned).named_parameters())
+
+
 def test_resume_without_a_checkpoint_deletes_only_what_training_wrote(tiny_data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -1,6 +1,12 @@
 """Phrases that name nothing in a scene: a colour-and-shape pair no thing has, a stuff class
 the layout lacks, or (rarely) a word outside the vocabulary.
 
+Most absent pairs are hard negatives: their colour and their shape are both in the scene, on
+different things ("a blue star" beside a blue circle and a red star), or the colour is a
+look-alike of a thing's colour of that shape; only a network that binds colour to shape answers
+them "not found". (The first recipe drew any free pair: the v2 teacher left 91% of the absent
+things "found".)
+
 Drawn from their own random stream, `np.random.default_rng([seed, index, ABSENT_STREAM])`, so
 adding them changed no pixel or caption of the scenes.
 """
@@ -17,8 +23,9 @@ from groundrt.synth.scene import Scene
 from groundrt.vocabulary import Vocabulary
 
 ABSENT_STREAM = 1
-COUNT = (1, 3)  # absent phrases per scene, inclusive
-P_KIND = {"thing": 0.6, "stuff": 0.3, "unknown": 0.1}
+COUNT = (2, 4)  # absent phrases per scene, inclusive
+P_KIND = {"thing": 0.7, "stuff": 0.2, "unknown": 0.1}
+P_HARD = 0.75  # of absent things: a hard negative, where the scene has one
 P_PLURAL = 0.25  # of absent things: "two purple stars"
 SYLLABLES = ("zo", "ka", "ru", "mi", "pe", "lo", "qua", "vex", "tri", "bo")
 
@@ -27,13 +34,26 @@ def _unknown_word(rng: np.random.Generator) -> str:
     return "".join(str(s) for s in rng.choice(SYLLABLES, int(rng.integers(2, 4))))
 
 
+def hard_pairs(vocab: Vocabulary, present_pairs: set[tuple[str, str]],
+               free_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The free pairs whose colour and shape are both in the scene (on other things), or whose
+    colour looks like that of a thing of the same shape."""
+    colors = {c for c, _ in present_pairs}
+    shapes = {s for _, s in present_pairs}
+    lookalike = {(a, s) for c, s in present_pairs for a in vocab.lookalikes(c)}
+    return [(c, s) for c, s in free_pairs
+            if (c in colors and s in shapes) or (c, s) in lookalike]
+
+
 def absent_phrases(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
                    image_id: str, wording: ModuleType = captions) -> list[AbsentPhrase]:
-    """1 to 3 phrases, each naming a different pair or class, that no segment of `scene` answers
-    (worded by `wording`, the scene's renderer's phrase texts)."""
+    """COUNT phrases (fewer when two draws name the same pair or class), each naming a different
+    pair or class, that no segment of `scene` answers (worded by `wording`, the scene's
+    renderer's phrase texts)."""
     present_pairs = {(t.spec.color, t.spec.shape) for t in scene.things}
     free_pairs = [(c, s) for c in vocab.colors for s in vocab.plural_nouns
                   if (c, s) not in present_pairs]
+    hard = hard_pairs(vocab, present_pairs, free_pairs)
     present_stuff = {scene.layout.classes[k] for k in np.unique(scene.layout.labels)}
     free_stuff = [c.name for c in vocab.stuff if c.name not in present_stuff]
     kinds, p = list(P_KIND), np.array(list(P_KIND.values()))
@@ -44,7 +64,8 @@ def absent_phrases(rng: np.random.Generator, vocab: Vocabulary, scene: Scene,
             kind = "thing"
         plural = False
         if kind == "thing":
-            color, shape = key = free_pairs[int(rng.integers(len(free_pairs)))]
+            pool = hard if hard and rng.random() < P_HARD else free_pairs
+            color, shape = key = pool[int(rng.integers(len(pool)))]
             plural = bool(rng.random() < P_PLURAL)
             text = (wording.plural_text(rng, vocab, color, shape, int(rng.integers(2, 5)))
                     if plural else

@@ -97,11 +97,14 @@ def prepare_tokenizer(run: Path, train_set: PNGDataset, source: Path | None) -> 
 def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = None,
           cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True,
           objective: Objective | None = None, teacher_size: int | None = None,
-          tokenizer: Path | None = None, extra_config: dict | None = None) -> dict:
+          tokenizer: Path | None = None, extra_config: dict | None = None,
+          init: str | Path | None = None) -> dict:
     """Trains a model on `data`'s train split, validating on its val split; returns the history.
 
     Distillation passes its `objective`, the teacher's input size (the examples then carry the
     teacher's letterboxed images), the teacher's `tokenizer` file and `extra_config` to record.
+    `init` fine-tunes: the network, its config and its tokenizer come from that run folder's
+    checkpoint, with a fresh optimizer and schedule (`model_cfg` is then not used).
     """
     objective = objective or grounding_loss
     run = Path(run)
@@ -126,6 +129,11 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
                                   "it or choose another --out")
     if ranks.main:
         run.mkdir(parents=True, exist_ok=True)
+    if init is not None:
+        init = Path(init)
+        if tokenizer is not None and (init / TOKENIZER_FILE).read_bytes() != tokenizer.read_bytes():
+            raise ValueError(f"--init {init} was trained with another tokenizer than {tokenizer}")
+        tokenizer = init / TOKENIZER_FILE
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
@@ -135,8 +143,8 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     ranks.barrier()  # the others read the tokenizer rank 0 wrote
     if not ranks.main:
         tokenizer = prepare_tokenizer(run, train_set, None)
-    if resuming:
-        model = load_model(run)
+    if resuming or init is not None:
+        model = load_model(run if resuming else init)
     else:
         base = model_cfg or PRESETS["teacher"]
         model = GroundingNet(replace(base, vocab_size=tokenizer.vocab_size))
@@ -166,7 +174,8 @@ def train(data: str | Path, run: str | Path, model_cfg: ModelConfig | None = Non
     if resuming:
         state = load_optimizer(run, optimizer)
     if ranks.main:
-        write_json(run / "train_config.json", {**asdict(cfg), **(extra_config or {})})
+        write_json(run / "train_config.json", {**asdict(cfg), **(extra_config or {}),
+                                               **({"init": str(init)} if init else {})})
 
     def checkpoint() -> None:
         if ranks.main:
