@@ -32,15 +32,16 @@ class PhraseResult:
     area: int  # pixels
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive); zeros when empty
     centroid: tuple[float, float]  # x, y
-    queries: list[int]  # the mask queries (object tokens) the phrase selected: its instances
+    queries: list[int]  # the mask queries (object tokens) the phrase selected (v1: its instances)
     found: bool = True  # network v2: the phrase is in the image (else its mask is empty)
     presence: float | None = None  # network v2: the presence probability (None: v1 package)
     _instances: Callable[[], list[np.ndarray]] = field(repr=False, default=list)
 
     @property
     def instances(self) -> list[np.ndarray]:
-        """One [H, W] bool mask per selected query (several for a plural), decoded lazily; in
-        a v2 package the part of the query's mask inside the phrase's; none when not found."""
+        """[H, W] bool masks, one per instance, decoded lazily: in a v2 package a plural's the
+        connected parts of its mask (`postprocess.mask_components`), a singular's its whole
+        mask; in a v1 package one per selected query; none when not found or empty."""
         return self._instances()
 
     def to_json(self, rle: bool = True) -> dict:

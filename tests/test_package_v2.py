@@ -19,6 +19,8 @@ from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
 from groundrt.runtime.cli import main  # noqa: E402
 from groundrt.runtime.grounder import Grounder  # noqa: E402
+from groundrt.runtime.postprocess import mask_components  # noqa: E402
+from instance_checks import assert_instances_are_parts  # noqa: E402
 from groundrt.runtime.predict import score_split  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
 
@@ -100,13 +102,23 @@ def test_a_phrase_not_found_has_an_empty_mask_and_no_instances(tiny_data, tmp_pa
             scores["target_acc:list"]) == (1.0, 0.0, 0.0, 0.0)
 
 
-def test_instances_lie_inside_the_phrase(package):
+def test_instances_are_the_parts_of_the_phrase_mask(package):
     grounder = Grounder(package, backend="onnxruntime", precision="fp32")
     result = grounder.ground(FRAME, phrases=PHRASES)
     for p in result.phrases:
-        assert len(p.instances) == len(p.queries) >= 1
-        for instance in p.instances:
-            assert not (instance & ~p.mask).any()
+        assert_instances_are_parts(p)
+
+
+def test_mask_components_split_a_plural_into_its_parts_without_specks():
+    mask = np.zeros((60, 80), bool)
+    mask[5:25, 5:25] = True  # 400 px
+    mask[30:50, 40:70] = True  # 600 px, the largest
+    mask[55, 0] = True  # a speck under 1% of the mask
+    mask[24:27, 24:27] |= np.eye(3, dtype=bool)  # diagonal pixels join the first part
+    parts = mask_components(mask)
+    assert [int(m.sum()) for m in parts] == [600, 402]
+    assert parts[0][40, 50] and parts[1][5, 5] and parts[1][26, 26]
+    assert mask_components(np.zeros((4, 4), bool)) == []
 
 
 def test_predict_and_eval_report_presence_and_instances(package, tiny_data, tmp_path):
