@@ -5,8 +5,8 @@ it (every phrase keeps its own mask), plus target / no-target accuracy and insta
     python benchmarks/presence_gating.py --model runs/teacher-v2 --data data/synth --json out.json
     python benchmarks/presence_gating.py --model runs/teacher-v2 --data data/synth --calibrate
 
-`--calibrate` gates by the threshold chosen on the train split (as a package's is) instead of
-the model's own 0.5.
+`--calibrate` gates by the presence weights and threshold chosen on the train split (as a
+package's are) instead of the model's own head at 0.5.
 
 The gap between the two ARs is what wrong "not found" answers cost the official metric; the
 ungated AR is the masks' own quality.
@@ -48,9 +48,9 @@ def main() -> None:
         raise SystemExit(f"{args.model} is a network v1 model: it has no presence score")
     dataset = PNGDataset(args.data, args.split)
     if args.calibrate:
-        threshold, how = calibrate_presence(grounder, PNGDataset(args.data, "train"))
-        print(f"presence threshold chosen on the train split: {threshold} ({how})")
-        grounder.grounding = {**grounder.grounding, "presence_threshold": threshold}
+        gate, how = calibrate_presence(grounder, PNGDataset(args.data, "train"))
+        print(f"presence gate chosen on the train split: {gate} ({how})")
+        grounder.grounding = {**grounder.grounding, **gate}
     gated = score_split(grounder, dataset, args.limit, progress=True)
     shipped = grounder.grounding["presence_threshold"]
     grounder.grounding = {**grounder.grounding, "presence_threshold": 0.0}  # everything found

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from groundrt.data import PNGDataset
 from groundrt.export.onnx_export import (
     compare_with_torch,
@@ -27,13 +29,14 @@ from groundrt.export.quantize import (
     quantize_image_graph,
 )
 from groundrt.export.trt_rules import assert_trt_qdq, qdq_summary
-from groundrt.metric.presence import CALIBRATION_THRESHOLDS, choose_threshold
+from groundrt.metric.presence import CALIBRATION_THRESHOLDS, choose_threshold, presence_curve
 from groundrt.model.checkpoint import TOKENIZER_FILE, load_model
 from groundrt.model.network import GroundingNet
 from groundrt.package import read_manifest, write_manifest
 from groundrt.preprocess import MEAN_RGB, PAD_VALUE, STD_RGB
 from groundrt.runtime.grounder import Grounder
-from groundrt.runtime.predict import score_split
+from groundrt.runtime.predict import predict_narratives, probe_absent, score_split
+from groundrt.runtime.reference import presence_features, presence_probability
 from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 PRESENCE_IMAGES = 300  # training images the presence threshold is chosen on
@@ -107,9 +110,9 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
     )
     write_manifest(out, manifest)
     if model.cfg.phrase_queries:
-        threshold, how = calibrate_presence(Grounder(out, backend="onnxruntime"), train_set,
-                                            presence_images, seed, progress)
-        manifest["grounding"]["presence_threshold"] = threshold
+        gate, how = calibrate_presence(Grounder(out, backend="onnxruntime"), train_set,
+                                       presence_images, seed, progress)
+        manifest["grounding"].update(gate)
         manifest["calibration"]["presence"] = how
         write_manifest(out, manifest)
     manifest["accuracy"] = measure_accuracy(out, data, eval_limit, progress)
@@ -118,25 +121,81 @@ def build_package(run: str | Path, data: str | Path, out: str | Path, name: str 
 
 
 def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = PRESENCE_IMAGES,
-                       seed: int = 0, progress: bool = True) -> tuple[float, dict]:
-    """The presence threshold a v2 package ships (of a package: by its default precision), and
-    how it was chosen: the best no-target accuracy that keeps target accuracy >=
-    MIN_TARGET_ACC on `count` training images and their absent phrases (the val split stays
-    for measuring). Target accuracy counts the present phrases asked in captions and in the
+                       seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
+    """The presence gate a v2 package ships (of a package: by its default precision) and how it
+    was chosen, on `count` training images and their absent phrases (the val split stays for
+    measuring): the weights of a logistic regression of the presence logit and the phrase's
+    mask (`runtime.reference.presence_probability`), fitted to tell the absent phrases from
+    the present ones, then the threshold with the best no-target accuracy that keeps target
+    accuracy >= MIN_TARGET_ACC. Both count the present phrases asked in captions and in the
     probe lists (`score_split`): counted on captions only, a threshold that answers "not found"
-    to most explicit phrases looked right (the v2 student at 0.78). Keeps the network's own
-    threshold where no point keeps the target accuracy."""
+    to most explicit phrases looked right (the v2 student at 0.78). Returns the grounding
+    entries ({"presence_weights", "presence_threshold"}; the network's own threshold and no
+    weights where the images have no absent phrase or no point keeps the target accuracy)."""
     images = set(calibration_images(train_set, count, seed + 1))  # not the INT8 calibration's
-    report = score_split(grounder, train_set, images=images, progress=progress,
-                         thresholds=CALIBRATION_THRESHOLDS)
-    point = choose_threshold(report["presence_curve"], MIN_TARGET_ACC)
-    threshold = point["threshold"] if point else grounder.grounding["presence_threshold"]
-    return threshold, {
-        "split": train_set.name, "images": len(images), "seed": seed + 1,
-        "rule": f"best no-target accuracy with target accuracy >= {MIN_TARGET_ACC}",
-        "threshold": threshold, "chosen": point is not None,
-        "target_acc": None if point is None else round(point["target_acc"], 4),
-        "no_target_acc": None if point is None else round(point["no_target_acc"], 4)}
+    shipped = grounder.grounding
+    # every phrase decoded and answered found, with the head's own probability
+    grounder.grounding = {k: v for k, v in shipped.items() if k != "presence_weights"}
+    grounder.grounding["presence_threshold"] = 0.0
+    try:
+        predictions = list(predict_narratives(grounder, train_set, images=images,
+                                              progress=progress))
+        probes = list(probe_absent(grounder, train_set, images=images))
+    finally:
+        grounder.grounding = shipped
+    answers = [(h, s, float(m.mean())) for p in predictions
+               for h, s, m in zip(p.presence, p.scores, p.masks, strict=True)]
+    answers += [(a.presence, a.score, a.area_share) for a in probes]
+    present = np.array([True] * (len(answers) - len(probes)) + [a.kind == "present"
+                                                                for a in probes])
+    head, score, area = (np.array(column, np.float64) for column in zip(*answers, strict=True))
+    # the head's logit back from its probability (clipped where float64 rounds it to 0 or 1)
+    head = np.clip(head, 1e-15, 1 - 1e-15)
+    logit = np.log(head) - np.log1p(-head)
+    how = {"split": train_set.name, "images": len(images), "seed": seed + 1,
+           "rule": f"best no-target accuracy with target accuracy >= {MIN_TARGET_ACC}",
+           "features": ["presence logit", "mask mean probability", "log mask share of the image"]}
+    head_point = choose_threshold(presence_curve(head, present, CALIBRATION_THRESHOLDS),
+                                  MIN_TARGET_ACC)
+    how["head_only"] = _point(head_point)  # what the presence head alone would give
+    weights = fit_presence_weights(presence_features(logit, score, area), present)
+    if weights is None:
+        threshold = shipped["presence_threshold"]
+        return {"presence_threshold": threshold}, {**how, "threshold": threshold,
+                                                   "chosen": False}
+    probability = presence_probability(logit, score, area, weights)
+    point = choose_threshold(presence_curve(probability, present, CALIBRATION_THRESHOLDS),
+                             MIN_TARGET_ACC)
+    threshold = point["threshold"] if point else shipped["presence_threshold"]
+    gate = {"presence_threshold": threshold, "presence_weights": [round(w, 6) for w in weights]}
+    return gate, {**how, "weights": gate["presence_weights"], "threshold": threshold,
+                  "chosen": point is not None, **_point(point)}
+
+
+def _point(point: dict | None) -> dict:
+    """A curve point's threshold and accuracies, rounded (None where none was chosen)."""
+    return {k: None if point is None else round(point[k], 4)
+            for k in ("threshold", "target_acc", "no_target_acc")}
+
+
+def fit_presence_weights(features: np.ndarray, present: np.ndarray, l2: float = 1e-3,
+                         steps: int = 30) -> list[float] | None:
+    """Logistic regression of `present` on [N, 3] `presence_features` by Newton's method on
+    standardized features (a little L2 keeps separable data finite); the weights in the
+    features' own units (w_logit, w_score, w_log_area, bias). None without both classes."""
+    y = np.asarray(present, np.float64)
+    if y.min() == y.max():
+        return None
+    mean, std = features.mean(0), features.std(0)
+    std = np.where(std > 1e-9, std, 1.0)  # a constant feature stays at weight ~0
+    x = np.column_stack([(features - mean) / std, np.ones(len(features))])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
+        w -= np.linalg.solve(hessian, x.T @ (p - y) + l2 * w)
+    coef = w[:-1] / std
+    return [*(float(c) for c in coef), float(w[-1] - mean @ coef)]
 
 
 def measure_accuracy(package: Path, data: str | Path, limit: int | None = None,

@@ -357,8 +357,6 @@ class Grounder:
             kernels, logits, phrase_embed = (a[0] for a in self.backend.phrase(
                 *(a[None] for a in text.phrase_inputs), embeddings.image_keys[None],
                 embeddings.image_values[None]))
-            presence = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-            found = presence > g["presence_threshold"]
             after_phrase = time.perf_counter()
             timings["phrase"] = (after_phrase - tick) * 1e3
             tick = after_phrase
@@ -373,13 +371,13 @@ class Grounder:
             return self.postprocess.decode_masks(pixel_embed, embed, rows.astype(np.uint8),
                                                  crop_h, crop_w, box.height, box.width)
 
-        if self.phrase_queries and found.all():  # each phrase decodes its own kernel
+        if self.phrase_queries:  # each phrase decodes its own kernel; presence reads its mask
             masks, stats = decode_rows(kernels, np.eye(len(found)))
-        elif self.phrase_queries:  # only the found ones; the others stay empty
-            masks = np.zeros((len(found), box.height, box.width), np.uint8)
-            stats = np.zeros(len(found), dtype=cpu_kernels.STATS_DTYPE)
-            if found.any():
-                masks[found], stats[found] = decode_rows(kernels, np.eye(len(found))[found])
+            presence = reference.presence_probability(
+                logits, stats["score"], stats["area"] / (box.height * box.width),
+                g.get("presence_weights"))
+            found = presence > g["presence_threshold"]
+            masks[~found], stats[~found] = 0, np.zeros(1, dtype=stats.dtype)  # not found: empty
         else:
             masks, stats = decode_rows(mask_embed, selected)
         after_decode = time.perf_counter()

@@ -37,6 +37,7 @@ class NarrativePrediction:
     found: list[bool]
     presence: list[float | None]  # network v2: each phrase's presence probability
     instances: list[list[np.ndarray]]  # per phrase; filled for plurals (2+ segments)
+    scores: list[float]  # each mask's mean probability (0 when empty)
 
 
 def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -57,7 +58,8 @@ def predict_narratives(grounder: Grounder, dataset: PNGDataset, limit: int | Non
             [r.mask for r in result.phrases], [r.found for r in result.phrases],
             [r.presence for r in result.phrases],
             [r.instances if p.is_plural else [] for p, r in zip(phrases, result.phrases,
-                                                                strict=True)])
+                                                                strict=True)],
+            [r.score for r in result.phrases])
 
 
 @dataclass
@@ -70,6 +72,8 @@ class ProbeAnswer:
     kind: str  # "present" (a grounded phrase), or the absent phrase's: thing, stuff, unknown
     found: bool
     presence: float | None
+    score: float  # the mask's mean probability (0 when empty)
+    area_share: float  # the mask's share of the image
 
 
 def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -88,8 +92,10 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
         kinds = ["present"] * len(grounded) + [a.kind for a in absent]
         texts = grounded + [a.utterance for a in absent]
         result = grounder.ground(dataset.image_path(int(image_id)), phrases=texts)
+        pixels = result.image_size[0] * result.image_size[1]
         for text, kind, answer in zip(texts, kinds, result.phrases, strict=True):
-            yield ProbeAnswer(image_id, text, kind, answer.found, answer.presence)
+            yield ProbeAnswer(image_id, text, kind, answer.found, answer.presence, answer.score,
+                              answer.area / pixels)
 
 
 def found_share(found: list[bool]) -> float | None:

@@ -9,6 +9,10 @@ Shapes: token_embed [T, D], spans [P, 2], mask_embed [Q, D], pixel_embed [D, h, 
     selected       = top-1 query for a singular; for a plural also every q with
                      sigmoid(affinity[p, q]) > threshold
     logits_p(y, x) = max over selected q of <mask_q, pixel_embed[:, y, x]>
+
+Network v2's presence (`presence_probability`): the presence head's logit, or a logistic
+regression of it and the phrase's decoded mask (its mean probability and log share of the
+image) with the weights a package's export fitted.
 """
 
 from __future__ import annotations
@@ -54,3 +58,25 @@ def phrase_logits(selected: np.ndarray, mask_embed: np.ndarray,
     for p, chosen in enumerate(selected):
         out[p] = query_logits[chosen].max(0)
     return out
+
+
+AREA_FLOOR = 1e-4  # added to a mask's share of the image before the log (an empty mask: 0)
+
+
+def presence_features(logits: np.ndarray, mask_score: np.ndarray,
+                      area_share: np.ndarray) -> np.ndarray:
+    """[P] presence logits, masks' mean probability, masks' share of the image -> [P, 3]."""
+    return np.column_stack([np.asarray(logits, np.float64), np.asarray(mask_score, np.float64),
+                            np.log(np.asarray(area_share, np.float64) + AREA_FLOOR)])
+
+
+def presence_probability(logits: np.ndarray, mask_score: np.ndarray, area_share: np.ndarray,
+                         weights: list[float] | None = None) -> np.ndarray:
+    """[P] probability that each phrase is in the image: the presence head's sigmoid, or with
+    `weights` (w_logit, w_score, w_log_area, bias) the logistic regression of
+    `presence_features` (an absent phrase's mask is mostly small and unsure)."""
+    z = np.asarray(logits, np.float64)
+    if weights is not None:
+        w = np.asarray(weights, np.float64)
+        z = presence_features(z, mask_score, area_share) @ w[:3] + w[3]
+    return 1.0 / (1.0 + np.exp(-z))

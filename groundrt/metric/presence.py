@@ -31,9 +31,9 @@ def presence_accuracy(found: Iterable[bool], present: Iterable[bool]) -> dict[st
 
 
 CURVE_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# where a package's threshold is chosen from: fine steps where the scores of the trained
-# networks separate absent from present phrases
-CALIBRATION_THRESHOLDS = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))
+# where a package's threshold is chosen from: steps of 0.01 (a fitted probability of presence
+# may separate the phrases anywhere)
+CALIBRATION_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 
 
 def presence_curve(presence: Iterable[float], present: Iterable[bool],
