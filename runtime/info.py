@@ -108,7 +108,23 @@ def format_info(package: dict, env: dict) -> str:
             lines.append(f"  accuracy {precision}: AR overall {row['overall']:.4f}, things "
                          f"{row.get('things', float('nan')):.4f}, stuff "
                          f"{row.get('stuff', float('nan')):.4f} ({row.get('narratives')} "
-                         "val narratives)")
+                         "val narratives)" + _presence_text(row))
+    gate = package.get("grounding") or {}
+    if "presence_threshold" in gate:
+        how = "presence head and mask" if "presence_weights" in gate else "presence head"
+        lines.append(f"  presence gate: {how}, found above {gate['presence_threshold']}")
     lines.append("this machine:")
     lines += [f"  {key}: {value}" for key, value in env.items()]
     return "\n".join(lines)
+
+
+def _presence_text(row: dict) -> str:
+    """"; target / no-target accuracy 0.98 / 0.69, instance AR 0.67" for a v2 package."""
+    parts = []
+    if row.get("target_acc") is not None and row.get("no_target_acc") is not None:
+        parts.append(f"target / no-target accuracy {row['target_acc']:.2f} / "
+                     f"{row['no_target_acc']:.2f}")
+    if row.get("instance_ar") is not None:
+        parts.append(f"instance AR {row['instance_ar']:.2f}")
+    return "; " + ", ".join(parts) if parts else ""
+

@@ -208,3 +208,11 @@ def test_a_package_of_an_unknown_format_version_is_refused(package, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match="format version 3; this groundrt reads versions 1, 2"):
         Grounder(copy)
+
+
+def test_info_shows_the_presence_gate_and_its_accuracies(package, capsys):
+    assert main(["info", "--model", str(package)]) == 0
+    out = capsys.readouterr().out
+    gate = read_manifest(package)["grounding"]
+    assert f"presence gate: presence head and mask, found above {gate['presence_threshold']}" in out
+    assert "target / no-target accuracy" in out and "instance AR" in out
