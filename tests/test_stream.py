@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -239,7 +240,17 @@ def test_caption_change_takes_effect_on_a_later_frame(tmp_path, video, grounder)
     assert captions.current().caption == "A red circle and two blue squares on the grass."
 
 
-def test_ctrl_c_finishes_frames_in_flight_and_flushes(tmp_path, video, grounder):
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler during the test: a process started in the background by a
+    non-interactive shell (`nohup pytest &`) inherits SIGINT ignored, and interrupt_main()
+    then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_frames_in_flight_and_flushes(tmp_path, video, grounder, python_sigint):
     class InterruptingSink(SlowSink):
         def write(self, rendered) -> None:
             super().write(rendered)
