@@ -38,8 +38,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="narratives and images (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibrate", action="store_true",
-                        help="choose the threshold on --data's train split first, as `groundrt "
-                             "export package` does, and gate by it")
+                        help="fit the presence gate (weights and threshold) on --data's train "
+                             "split first, as `groundrt export package` does, and gate by it")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     backend = "onnxruntime" if (Path(args.model) / MANIFEST_FILE).is_file() else "torch"

@@ -35,7 +35,12 @@ from groundrt.model.network import GroundingNet
 from groundrt.package import read_manifest, write_manifest
 from groundrt.preprocess import MEAN_RGB, PAD_VALUE, STD_RGB
 from groundrt.runtime.grounder import Grounder
-from groundrt.runtime.predict import predict_narratives, probe_absent, score_split
+from groundrt.runtime.predict import (
+    predict_narratives,
+    presence_answers,
+    probe_absent,
+    score_split,
+)
 from groundrt.runtime.reference import presence_features, presence_probability
 from groundrt.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -131,9 +136,9 @@ def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = P
     the probe lists, each (`gate_curve`): counted on captions only, a threshold that answers
     "not found" to most explicit phrases looked right (the v2 student at 0.78), and counted on
     both together, the lists' present phrases still lost 3.5% (explicit phrases' AR 4.8 points
-    under the caption's on val). Returns the grounding
-    entries ({"presence_weights", "presence_threshold"}; the network's own threshold and no
-    weights where the images have no absent phrase or no point keeps the target accuracy)."""
+    under the caption's on val). Returns the grounding entries ({"presence_weights",
+    "presence_threshold"}; the network's own threshold and no weights where the images have no
+    absent phrase or no point keeps the target accuracy)."""
     images = set(calibration_images(train_set, count, seed + 1))  # not the INT8 calibration's
     shipped = grounder.grounding
     # every phrase decoded and answered found, with the head's own probability
@@ -145,16 +150,12 @@ def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = P
         probes = list(probe_absent(grounder, train_set, images=images))
     finally:
         grounder.grounding = shipped
-    answers = [(h, s, float(m.mean())) for p in predictions
-               for h, s, m in zip(p.presence, p.scores, p.masks, strict=True)]
-    answers += [(a.presence, a.score, a.area_share) for a in probes]
-    present = np.array([True] * (len(answers) - len(probes)) + [a.kind == "present"
-                                                                for a in probes])
-    head, score, area = (np.array(column, np.float64) for column in zip(*answers, strict=True))
+    answers = presence_answers(predictions, probes)
+    present, in_caption, score, area = (answers.present, answers.in_caption, answers.score,
+                                        answers.area_share)
     # the head's logit back from its probability (clipped where float64 rounds it to 0 or 1)
-    head = np.clip(head, 1e-15, 1 - 1e-15)
+    head = np.clip(answers.presence, 1e-15, 1 - 1e-15)
     logit = np.log(head) - np.log1p(-head)
-    in_caption = np.arange(len(answers)) < len(answers) - len(probes)
     how = {"split": train_set.name, "images": len(images), "seed": seed + 1,
            "rule": f"best no-target accuracy with target accuracy >= {MIN_TARGET_ACC} in "
                    "captions and in explicit phrase lists each",

@@ -65,8 +65,8 @@ def mask_components(mask: np.ndarray, min_share: float = MIN_INSTANCE_SHARE) -> 
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8),
                                                                connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = [k + 1 for k in np.argsort(-areas, kind="stable")
-            if areas[k] >= min_share * areas.sum()]
+    floor = min_share * areas.sum()
+    keep = [k + 1 for k in np.argsort(-areas, kind="stable") if areas[k] >= floor]
     return [labels == k for k in keep]
 
 

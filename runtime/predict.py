@@ -10,7 +10,7 @@ package with `score_split`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,39 @@ def probe_absent(grounder: Grounder, dataset: PNGDataset, limit: int | None = No
                               answer.area / pixels)
 
 
-def found_share(found: list[bool]) -> float | None:
+def found_share(found: Sequence[bool] | np.ndarray) -> float | None:
     """The share of answers "found" (None for no answers)."""
-    return sum(found) / len(found) if found else None
+    return float(np.mean(found)) if len(found) else None
+
+
+@dataclass
+class PresenceAnswers:
+    """Every phrase the presence gate answered on a split, one entry per phrase in each array:
+    the grounded phrases asked in their captions, then every phrase of the probe lists."""
+
+    found: np.ndarray  # bool
+    presence: np.ndarray  # float64: the presence probability
+    score: np.ndarray  # float64: the mask's mean probability (0 when empty)
+    area_share: np.ndarray  # float64: the mask's share of the image
+    kind: np.ndarray  # str: "present", or the absent phrase's kind (thing, stuff, unknown)
+    in_caption: np.ndarray  # bool: asked in its caption (else in a probe list)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.kind == "present"
+
+
+def presence_answers(predictions: list[NarrativePrediction],
+                     probes: list[ProbeAnswer]) -> PresenceAnswers:
+    """The network v2 answers of `predict_narratives` and `probe_absent`, as arrays."""
+    asked = [(f, h, s, float(m.mean())) for p in predictions
+             for f, h, s, m in zip(p.found, p.presence, p.scores, p.masks, strict=True)]
+    rows = np.array(asked + [(a.found, a.presence, a.score, a.area_share) for a in probes],
+                    dtype=np.float64).reshape(-1, 4)
+    return PresenceAnswers(found=rows[:, 0].astype(bool), presence=rows[:, 1],
+                           score=rows[:, 2], area_share=rows[:, 3],
+                           kind=np.array(["present"] * len(asked) + [a.kind for a in probes]),
+                           in_caption=np.arange(len(rows)) < len(asked))
 
 
 def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = None,
@@ -115,19 +145,17 @@ def score_split(grounder: Grounder, dataset: PNGDataset, limit: int | None = Non
     report = score_masks(dataset, ((p, p.masks) for p in predictions))
     report["narratives"] = len(predictions)
     if grounder.phrase_queries:
-        probes = list(probe_absent(grounder, dataset, limit, images))
-        in_captions = [(f, s) for p in predictions for f, s in zip(p.found, p.presence,
-                                                                   strict=True)]
-        answers = in_captions + [(a.found, a.presence) for a in probes]
-        present = [True] * len(in_captions) + [a.kind == "present" for a in probes]
-        accuracy = presence_accuracy((f for f, _ in answers), present)
+        answers = presence_answers(predictions,
+                                   list(probe_absent(grounder, dataset, limit, images)))
+        present = answers.present
+        accuracy = presence_accuracy(answers.found, present)
         report.update(target_acc=accuracy["target_acc"], no_target_acc=accuracy["no_target_acc"])
-        report["target_acc:caption"] = found_share([f for f, _ in in_captions])
-        report["target_acc:list"] = found_share([a.found for a in probes if a.kind == "present"])
-        report["presence_curve"] = presence_curve((s for _, s in answers), present, thresholds)
-        for kind in sorted({a.kind for a in probes} - {"present"}):  # thing, stuff, unknown
+        report["target_acc:caption"] = found_share(answers.found[answers.in_caption])
+        report["target_acc:list"] = found_share(answers.found[~answers.in_caption & present])
+        report["presence_curve"] = presence_curve(answers.presence, present, thresholds)
+        for kind in sorted(set(answers.kind[~present])):  # thing, stuff, unknown
             report[f"no_target_acc:{kind}"] = 1.0 - found_share(
-                [a.found for a in probes if a.kind == kind])
+                answers.found[answers.kind == kind])
         by_key = {p.key: p for p in dataset.phrases}
         segment_ious = [instance_ious(dataset, by_key[key], instances)
                         for p in predictions for key, instances in zip(p.keys, p.instances,
