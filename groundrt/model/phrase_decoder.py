@@ -52,10 +52,13 @@ def object_centroids(query_logits: torch.Tensor) -> torch.Tensor:
     h, w = probs.shape[-2:]
     ys = torch.linspace(-1.0, 1.0, h, device=probs.device)
     xs = torch.linspace(-1.0, 1.0, w, device=probs.device)
-    mass = probs.sum((-2, -1)).clamp(min=1e-6)
-    cx = (probs.sum(-2) * xs).sum(-1) / mass
-    cy = (probs.sum(-1) * ys).sum(-1) / mass
-    return torch.stack([cx, cy], -1).to(query_logits.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    # x, y and 1 of every cell: one MatMul gives both moments and the mass (the exported graph
+    # ran six ReduceSums before)
+    moments = probs.flatten(2) @ torch.stack([grid_x, grid_y, torch.ones_like(grid_x)],
+                                             -1).flatten(0, 1)
+    centroids = moments[..., :2] / moments[..., 2:].clamp(min=1e-6)
+    return centroids.to(query_logits.dtype)
 
 
 class PhraseAttention(nn.Module):
