@@ -99,12 +99,13 @@ def test_onnx_export_of_the_model_options(tmp_path):
     assert all(c.max_abs_error < 1e-4 for c in checks), checks
 
 
-@pytest.mark.parametrize("input_shape", [None, (48, 64)], ids=["square", "crop"])
-def test_onnx_export_of_network_v2(tmp_path, input_shape):
+@pytest.mark.parametrize(("input_shape", "pixel_stride"), [(None, 4), ((48, 64), 4), ((48, 64), 2)],
+                         ids=["square", "crop", "stride-2 crop"])
+def test_onnx_export_of_network_v2(tmp_path, input_shape, pixel_stride):
     """v2 packages have three graphs; the phrase graph takes any number of phrases and phrase
-    tokens and any batch, and every graph matches PyTorch."""
+    tokens and any batch, and every graph matches PyTorch (pixel_embed at stride 2 too)."""
     torch.manual_seed(6)
-    cfg = PRESETS["tiny-v2"]
+    cfg = replace(PRESETS["tiny-v2"], pixel_stride=pixel_stride)
     model = GroundingNet(cfg).eval()
     paths = export_onnx(model, tmp_path, input_shape=input_shape)
     assert sorted(paths) == ["image", "phrase", "text"]
@@ -117,6 +118,7 @@ def test_onnx_export_of_network_v2(tmp_path, input_shape):
     outputs = image.run(None, {"image": np.zeros((3, 3, *shape), np.float32)})
     assert [o.name for o in image.get_outputs()] == [t["name"] for t in io["image"]["outputs"]]
     assert [list(o.shape[1:]) for o in outputs] == [t["shape"][1:] for t in io["image"]["outputs"]]
+    assert outputs[0].shape[-2:] == (shape[0] // pixel_stride, shape[1] // pixel_stride)
     phrase = ort.InferenceSession(str(paths["phrase"]), providers=["CPUExecutionProvider"])
     layers, heads, d = cfg.phrase_layers, cfg.phrase_heads, cfg.query_dim // cfg.phrase_heads
     for batch, phrases, tokens in ((1, 1, 1), (3, 7, 5)):

@@ -183,8 +183,8 @@ def test_wrong_config_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps({**TINY.to_json(), "depth": 3}))
     with pytest.raises(ConfigError, match="unknown model config keys: \\['depth'\\]"):
         load_model(tmp_path / "run")
-    with pytest.raises(ConfigError, match="pixel_stride must be 4 or 8"):
-        replace(TINY, pixel_stride=2)
+    with pytest.raises(ConfigError, match="pixel_stride must be 2, 4 or 8, not 3"):
+        replace(TINY, pixel_stride=3)
     with pytest.raises(ConfigError, match="memory_stride must be 8 or 16, not 32"):
         replace(TINY, memory_stride=32)
     with pytest.raises(ConfigError, match="locality_channels needs embed_dim > 4"):

@@ -21,7 +21,7 @@ class ModelConfig:
     depths: tuple[int, ...] = (1, 2, 2, 1)  # residual blocks per stage
     fpn_dim: int = 64  # channels of the pixel decoder
     embed_dim: int = 64  # D of pixel_embed [D, h, w] and mask_embed [Q, D]
-    pixel_stride: int = 4  # stride of pixel_embed (4 or 8)
+    pixel_stride: int = 4  # stride of pixel_embed (2, 4 or 8)
     locality_channels: bool = False  # the last 4 channels of pixel_embed: 1, x, y, x^2 + y^2
     memory_stride: int = 16  # stride of the features the queries attend to (8 or 16)
     num_queries: int = 24  # Q
@@ -44,8 +44,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if len(self.widths) != 4 or len(self.depths) != 4:
             raise ConfigError("widths and depths need 4 entries (strides 4, 8, 16, 32)")
-        if self.pixel_stride not in (4, 8):
-            raise ConfigError(f"pixel_stride must be 4 or 8, not {self.pixel_stride}")
+        if self.pixel_stride not in (2, 4, 8):
+            raise ConfigError(f"pixel_stride must be 2, 4 or 8, not {self.pixel_stride}")
         if self.memory_stride not in (8, 16):
             raise ConfigError(f"memory_stride must be 8 or 16, not {self.memory_stride}")
         if self.locality_channels and self.embed_dim <= 4:

@@ -52,8 +52,10 @@ class Backbone(nn.Module):
             self.stages.append(nn.Sequential(*down, *[BasicBlock(width) for _ in range(depth)]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
+        """-> [stride 2 (the stem's first conv, w[0] / 2 channels), stride 4, ..., stride 32]."""
+        half = self.stem[0](x)
+        x = self.stem[1](half)
+        features = [half]
         for stage in self.stages:
             x = stage(x)
             features.append(x)
@@ -93,13 +95,16 @@ def check_input_shape(shape: tuple[int, int], size: int) -> None:
 
 
 class PixelDecoder(nn.Module):
-    """Top-down FPN to `pixel_stride`, then coordinates + convs -> pixel_embed [B, D, h, w]."""
+    """Top-down FPN to stride 4 (or 8), then coordinates + convs -> pixel_embed [B, D, h, w];
+    at `pixel_stride` 2 the stride-4 head's features are doubled and refined with the stem's
+    stride-2 features."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c = cfg.fpn_dim
-        self.finest = 0 if cfg.pixel_stride == 4 else 1  # the stride-4 level is unused at 8
-        self.side = cfg.input_size // cfg.pixel_stride  # of pixel_embed on the square input
+        self.finest = 1 if cfg.pixel_stride == 8 else 0  # the stride-4 level is unused at 8
+        self.size = cfg.input_size
+        self.fpn_stride = max(cfg.pixel_stride, 4)
         self.memory_level = {8: 1, 16: 2}[cfg.memory_stride]
         used = cfg.widths[self.finest:]
         self.lateral = nn.ModuleList(conv_bn(w, c, kernel=1) for w in used)
@@ -107,12 +112,21 @@ class PixelDecoder(nn.Module):
         self.to_memory = nn.Conv2d(c, cfg.query_dim, 1)
         self.locality = cfg.locality_channels
         learned = cfg.embed_dim - 4 if self.locality else cfg.embed_dim
-        self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, learned, 1))
+        self.fine = cfg.pixel_stride == 2
+        if self.fine:
+            # 1x1 convs at stride 2: a 3x3 there would double the teacher's GFLOPs; the stem's
+            # features (one 3x3 conv of the pixels) bring the edges the stride-4 map lacks
+            self.head = conv_bn(c + 2, c)
+            self.fine_lateral = conv_bn(cfg.widths[0] // 2, c // 2, kernel=1)
+            self.fine_head = nn.Sequential(conv_bn(c + c // 2 + 2, c // 2, kernel=1),
+                                           nn.Conv2d(c // 2, learned, 1))
+        else:
+            self.head = nn.Sequential(conv_bn(c + 2, c), nn.Conv2d(c, learned, 1))
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (pixel_embed [B, D, h, w], memory [B, C, S/m, S/m] for the queries, m the
         memory stride)."""
-        features = features[self.finest:]
+        half, features = features[0], features[1 + self.finest:]
         x = self.lateral[-1](features[-1])
         memory = None
         for level in range(len(features) - 2, -1, -1):
@@ -126,8 +140,13 @@ class PixelDecoder(nn.Module):
             x = self.smooth[level](x + self.lateral[level](features[level]))
             if level + self.finest == self.memory_level:
                 memory = self.to_memory(x)
-        coords = coordinate_channels(x, self.side)
+        coords = coordinate_channels(x, self.size // self.fpn_stride)
         pixel_embed = self.head(torch.cat([x, coords], dim=1))
+        if self.fine:
+            x = F.interpolate(pixel_embed, size=half.shape[-2:], mode="bilinear",
+                              align_corners=False)
+            coords = coordinate_channels(x, self.size // 2)
+            pixel_embed = self.fine_head(torch.cat([x, self.fine_lateral(half), coords], dim=1))
         if self.locality:
             pixel_embed = torch.cat([pixel_embed, locality_channels(coords)], dim=1)
         return pixel_embed, memory
