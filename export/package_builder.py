@@ -35,6 +35,7 @@ from groundrt.model.network import GroundingNet
 from groundrt.package import read_manifest, write_manifest
 from groundrt.preprocess import MEAN_RGB, PAD_VALUE, STD_RGB
 from groundrt.runtime.grounder import Grounder
+from groundrt.runtime.postprocess import SINGULAR_MARGIN
 from groundrt.runtime.predict import (
     predict_narratives,
     presence_answers,
@@ -63,8 +64,8 @@ def base_manifest(model: GroundingNet, name: str,
                       "affinity_bias": float(model.affinity_bias.detach()),
                       "plural_threshold": cfg.plural_threshold,
                       "pixel_stride": cfg.pixel_stride,
-                      **({"presence_threshold": cfg.presence_threshold}
-                         if cfg.phrase_queries else {})},
+                      **({"presence_threshold": cfg.presence_threshold,
+                          "singular_margin": SINGULAR_MARGIN} if cfg.phrase_queries else {})},
         "tokenizer": {"file": TOKENIZER_FILE, "pad_id": PAD_ID, "bos_id": BOS_ID,
                       "eos_id": EOS_ID, "max_tokens": cfg.max_tokens},
         "io": graph_io(model, input_shape),
@@ -141,8 +142,10 @@ def calibrate_presence(grounder: Grounder, train_set: PNGDataset, count: int = P
     absent phrase or no point keeps the target accuracy)."""
     images = set(calibration_images(train_set, count, seed + 1))  # not the INT8 calibration's
     shipped = grounder.grounding
-    # every phrase decoded and answered found, with the head's own probability
-    grounder.grounding = {k: v for k, v in shipped.items() if k != "presence_weights"}
+    # every phrase decoded and answered found, with the head's own probability and its whole
+    # mask (the gate reads the mask before a singular's less sure parts go)
+    grounder.grounding = {k: v for k, v in shipped.items()
+                          if k not in ("presence_weights", "singular_margin")}
     grounder.grounding["presence_threshold"] = 0.0
     try:
         predictions = list(predict_narratives(grounder, train_set, images=images,

@@ -8,7 +8,7 @@ The manifest (format version 2) holds:
                   "layout"}: the image graph's input is height x width, the trained size x size
                   square or a top-left crop of it (packages without height and width: square)
     grounding    {"logit_scale", "affinity_bias", "plural_threshold", "pixel_stride",
-                  "presence_threshold" (network v2)}
+                  "presence_threshold", "presence_weights", "singular_margin" (network v2)}
     tokenizer    {"file", "pad_id", "bos_id", "eos_id", "max_tokens"}
     graphs       {"image": {precision: file}, "text": {precision: file},
                   "phrase": {precision: file} (network v2: the phrase decoder)}

@@ -135,6 +135,8 @@ def check_manifest(manifest: Any, folder: Path) -> dict:
     c.int(g.get("pixel_stride"), "grounding.pixel_stride", 1, 64)
     if "presence_threshold" in g:  # network v2
         c.number(g["presence_threshold"], "grounding.presence_threshold", 0.0, 1.0)
+    if "singular_margin" in g:  # network v2: a singular keeps its parts this close to its surest
+        c.number(g["singular_margin"], "grounding.singular_margin", 0.0, 1.0)
     if "presence_weights" in g:  # w_logit, w_score, w_log_area, bias (runtime.reference)
         c.numbers(g["presence_weights"], "grounding.presence_weights", 4, low=-1e4, high=1e4)
 

@@ -95,6 +95,7 @@ def setter(*keys_and_value):
     (setter("grounding", "plural_threshold", 2.0), "grounding.plural_threshold is 2.0"),
     (setter("grounding", "logit_scale", None), "grounding.logit_scale must be a number"),
     (setter("grounding", "pixel_stride", 0), "grounding.pixel_stride is 0"),
+    (setter("grounding", "singular_margin", 1.5), "grounding.singular_margin is 1.5"),
     (setter("tokenizer", "max_tokens", 1), "tokenizer.max_tokens is 1"),
     (setter("precision", "int4"), "precision is 'int4', not one of"),
     (setter("precision", "fp16"), "graphs.image does not hold"),
