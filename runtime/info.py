@@ -113,6 +113,9 @@ def format_info(package: dict, env: dict) -> str:
     if "presence_threshold" in gate:
         how = "presence head and mask" if "presence_weights" in gate else "presence head"
         lines.append(f"  presence gate: {how}, found above {gate['presence_threshold']}")
+    if gate.get("singular_margin") is not None:
+        lines.append("  singulars: keep the parts of the mask within "
+                     f"{gate['singular_margin']} of the surest part's mean probability")
     lines.append("this machine:")
     lines += [f"  {key}: {value}" for key, value in env.items()]
     return "\n".join(lines)

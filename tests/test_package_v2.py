@@ -273,4 +273,5 @@ def test_info_shows_the_presence_gate_and_its_accuracies(package, capsys):
     out = capsys.readouterr().out
     gate = read_manifest(package)["grounding"]
     assert f"presence gate: presence head and mask, found above {gate['presence_threshold']}" in out
+    assert f"within {gate['singular_margin']} of the surest part" in out
     assert "target / no-target accuracy" in out and "instance AR" in out
