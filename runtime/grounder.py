@@ -387,8 +387,8 @@ class Grounder:
                 grids = (kernels[singular] @ embed.reshape(len(embed), -1)).reshape(
                     (len(singular),) + embed.shape[1:])
                 for p, grid in zip(singular, grids, strict=True):
-                    trimmed = confident_parts(masks[p].view(bool), stats[p]["box"], grid,
-                                              crop_h, crop_w, margin)
+                    trimmed = confident_parts(masks[p].view(bool), stats[p], grid, crop_h,
+                                              crop_w, margin)
                     if trimmed is not None:
                         masks[p], stats[p] = trimmed
         else:

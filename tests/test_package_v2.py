@@ -19,6 +19,7 @@ from groundrt.export.package_builder import (  # noqa: E402
     fit_presence_weights,
     gate_curve,
 )
+from groundrt.kernels.cpu import STATS_DTYPE  # noqa: E402
 from groundrt.metric.presence import (  # noqa: E402
     CALIBRATION_THRESHOLDS,
     choose_threshold,
@@ -215,8 +216,10 @@ def test_a_singular_keeps_the_parts_it_is_surest_of():
     def parts(logits):
         mask = resize_region(logits, *shape, *size) > 0
         ys, xs = np.nonzero(mask)
-        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        return mask, confident_parts(mask, box, logits, *shape)
+        stats = np.zeros(1, dtype=STATS_DTYPE)[0]
+        stats["area"], stats["centroid"] = len(xs), (xs.mean(), ys.mean())
+        stats["box"] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        return mask, confident_parts(mask, stats, logits, *shape)
 
     mask, (kept, stats) = parts(grid)
     np.testing.assert_array_equal(kept, resize_region(np.where(grid == 1.0, -6.0, grid),
