@@ -147,7 +147,8 @@ def confident_parts(mask: np.ndarray, stats: np.void, grid: np.ndarray, crop_h: 
     high, wide = int(np.ceil(SUBCELLS * crop_h)), int(np.ceil(SUBCELLS * crop_w))
     logits = cv2.resize(region, size, interpolation=cv2.INTER_LINEAR)[:high, :wide]
     inside = logits > 0
-    probability = np.where(inside, 1 / (1 + np.exp(-logits)), 0).astype(np.float32)
+    # (the points outside are 0: their logits, clipped, cannot overflow exp)
+    probability = np.where(inside, 1 / (1 + np.exp(-np.maximum(logits, 0))), 0).astype(np.float32)
     owner = _blocks(labels).ravel()
     by_block = _block_sums(np.dstack([probability, inside.astype(np.float32)]), rows, cols)
     sums = np.bincount(owner, by_block[..., 0].ravel(), minlength=count)

@@ -258,6 +258,7 @@ def test_normalize_is_the_imagenet_formula() -> None:
 
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow warnings reach users
 def test_a_singular_keeps_its_surest_parts_and_scores_higher_for_it(samples):
     """The shipped package trims singulars (grounding.singular_margin); without the key the
     same package keeps whole masks. Trimmed masks only lose pixels, plurals are untouched, the
