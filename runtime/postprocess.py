@@ -166,9 +166,9 @@ def confident_parts(mask: np.ndarray, stats: np.void, grid: np.ndarray, crop_h: 
     # only the pixels whose 2 x 2 block may hold a dropped cell are looked at (a speck of the sky
     # is a few of them, the whole mask's box up to the image: ~1 ms a phrase at 640 x 480)
     spans = []
-    for axis, (start, stop, crop, size, cells) in enumerate(((y0, y1, crop_h, height, rows),
-                                                             (x0, x1, crop_w, width, cols))):
-        low = _cell_axis(np.arange(start, stop), crop, size, cells)[0]
+    for axis, (start, stop, crop, pixels, n_cells) in enumerate(
+            ((y0, y1, crop_h, height, rows), (x0, x1, crop_w, width, cols))):
+        low = _cell_axis(np.arange(start, stop), crop, pixels, n_cells)[0]
         hit = np.flatnonzero(dropped.any(1 - axis))
         first, last = (np.searchsorted(low, hit[0] - 1), np.searchsorted(low, hit[-1], "right"))
         spans.append((start + first, start + last, low[first:last]))
