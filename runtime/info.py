@@ -130,4 +130,3 @@ def _presence_text(row: dict) -> str:
     if row.get("instance_ar") is not None:
         parts.append(f"instance AR {row['instance_ar']:.2f}")
     return "; " + ", ".join(parts) if parts else ""
-

@@ -74,15 +74,12 @@ SINGULAR_MARGIN = 0.05  # parts of a singular's mask kept: mean probability with
 SUBCELLS = 4  # the parts' mean probabilities from 4 x 4 points a cell
 
 
-def _cell_axis(pixels: np.ndarray, crop: float, size: int, cells: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel positions on an axis of `size` -> the two cells of a region of `cells` (the
-    image's crop cells of the map) each interpolates between and the weight of the second, as
-    resize_region samples (pixel centres aligned, the region's edge replicated)."""
-    last = cells - 1
-    at = np.clip((pixels + 0.5) * crop / size - 0.5, 0, last)
-    low = np.floor(at).astype(int)
-    return low, np.minimum(low + 1, last), at - low
+def _first_cells(pixels: np.ndarray, crop: float, size: int, cells: int) -> np.ndarray:
+    """Pixel positions on an axis of `size` -> the first of the two cells of a region of
+    `cells` (the image's crop cells of the map) each interpolates between, as resize_region
+    samples (pixel centres aligned, the region's edge replicated)."""
+    at = np.clip((pixels + 0.5) * crop / size - 0.5, 0, cells - 1)
+    return np.floor(at).astype(int)
 
 
 def _blocks(cells: np.ndarray) -> np.ndarray:
@@ -168,7 +165,7 @@ def confident_parts(mask: np.ndarray, stats: np.void, grid: np.ndarray, crop_h: 
     spans = []
     for axis, (start, stop, crop, pixels, n_cells) in enumerate(
             ((y0, y1, crop_h, height, rows), (x0, x1, crop_w, width, cols))):
-        low = _cell_axis(np.arange(start, stop), crop, pixels, n_cells)[0]
+        low = _first_cells(np.arange(start, stop), crop, pixels, n_cells)
         hit = np.flatnonzero(dropped.any(1 - axis))
         first, last = (np.searchsorted(low, hit[0] - 1), np.searchsorted(low, hit[-1], "right"))
         spans.append((start + first, start + last, low[first:last]))
