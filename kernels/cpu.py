@@ -2,6 +2,7 @@
 
     scores, selected = affinity(phrase_embed, mask_embed, logit_scale, bias, plural, threshold)
     masks, stats = decode_masks(pixel_embed, mask_embed, selected, crop_h, crop_w, height, width)
+    keep_surest_parts(pixel_embed, mask_embed, selected, crop_h, crop_w, masks, stats, margins)
     model_input = letterbox(image_bgr, (h, w), inner_h, inner_w, pad, table)
 
 The library is looked up at `$GROUNDRT_KERNELS_LIB`, else in `lib/` next to this module: where
@@ -27,7 +28,7 @@ from groundrt.errors import GroundrtError
 LIB_ENV = "GROUNDRT_KERNELS_LIB"
 LIB_DIR = Path(__file__).resolve().parent / "lib"
 LIB_NAME = "libgroundrt_kernels.so"
-ABI_VERSION = 5
+ABI_VERSION = 6
 BUILD_COMMAND = "cmake -S . -B build/cmake && cmake --build build/cmake"
 # how a user gets the kernels: pip builds them when a C++ compiler is there
 INSTALL_HINT = (f"reinstall groundrt where a C++ compiler (g++ or clang++) and CMake >= 3.22 are "
@@ -79,6 +80,9 @@ def _load(path: str) -> ctypes.CDLL:
     lib.grt_decode_masks.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, i32, f64, f64, i32, i32,
                                      f32, i32, i32, ptr, ptr]
     lib.grt_decode_masks.restype = ctypes.c_int
+    lib.grt_keep_surest_parts.argtypes = [ptr, i32, i32, i32, ptr, i32, ptr, i32, f64, f64, i32,
+                                          i32, f32, ptr, i32, ptr, ptr]
+    lib.grt_keep_surest_parts.restype = ctypes.c_int
     lib.grt_letterbox.argtypes = [ptr, i32, i32, ctypes.c_int64, i32, i32, i32, i32,
                                   ctypes.c_uint8, ptr, i32, ptr]
     lib.grt_letterbox.restype = ctypes.c_int
@@ -210,6 +214,32 @@ def decode_masks(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.n
                                 max(1, int(threads)), out_masks.ctypes.data,
                                 stats.ctypes.data), "grt_decode_masks")
     return out_masks, stats
+
+
+def keep_surest_parts(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected: np.ndarray,
+                      crop_h: float, crop_w: float, masks: np.ndarray, stats: np.ndarray,
+                      margins: np.ndarray, threshold: float = 0.0, threads: int = 1) -> None:
+    """Rewrites in place the masks [P, H, W] uint8 (unpacked) and stats [P] that decode_masks
+    returned for the same arguments: a phrase with margins[p] >= 0 keeps the parts of its mask
+    whose mean probability is within margins[p] of its surest part's (kernels_c.h has the rule);
+    a negative margin leaves the phrase as it is."""
+    lib = library()
+    pixel, embed, chosen = decode_args(pixel_embed, mask_embed, selected)
+    check_geometry(crop_h, crop_w, *masks.shape[1:])
+    num_phrases = len(chosen)
+    bars = _array("margins", margins, np.float64, 1)
+    if masks.ndim != 3 or len(masks) != num_phrases or len(bars) != num_phrases:
+        raise KernelError(f"masks {masks.shape} and margins {bars.shape} must be [P, H, W] and "
+                          f"[P] for P = {num_phrases} phrases")
+    _output("masks", masks, masks.shape, np.uint8)
+    _output("stats", stats, (num_phrases,), STATS_DTYPE)
+    d, h, w = pixel.shape
+    _check(lib.grt_keep_surest_parts(pixel.ctypes.data, d, h, w, embed.ctypes.data, len(embed),
+                                     chosen.ctypes.data, num_phrases, float(crop_h),
+                                     float(crop_w), masks.shape[1], masks.shape[2],
+                                     float(threshold), bars.ctypes.data, max(1, int(threads)),
+                                     masks.ctypes.data, stats.ctypes.data),
+           "grt_keep_surest_parts")
 
 
 def letterbox(image_bgr: np.ndarray, shape: tuple[int, int], inner_h: int, inner_w: int,

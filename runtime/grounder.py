@@ -38,7 +38,7 @@ from groundrt.runtime import DEFAULT_MODEL, reference
 from groundrt.runtime.backends import Backend, create_backend, parse_device
 from groundrt.runtime.chunker import noun_phrases, require_noun_phrases
 from groundrt.runtime.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
-from groundrt.runtime.postprocess import Postprocessor, confident_parts, mask_components
+from groundrt.runtime.postprocess import Postprocessor, mask_components
 from groundrt.runtime.results import GroundingResult, PhraseResult
 from groundrt.text.checks import check_text
 from groundrt.text.tokenizer import Tokenizer
@@ -351,7 +351,7 @@ class Grounder:
         """One image's phrase masks from its embeddings (`ImageEmbeddings.item`): v1 the union
         of the object masks each phrase selects; v2 each phrase's own kernel (its presence
         decides whether it is found; a singular keeps the parts of its mask it is surest of,
-        `postprocess.confident_parts`), a plural's instances the parts of its mask."""
+        `Postprocessor.keep_surest_parts`), a plural's instances the parts of its mask."""
         g = self.grounding
         pixel_embed, mask_embed = embeddings.pixel_embed, embeddings.mask_embed
         timings: dict[str, float] = {}
@@ -385,17 +385,10 @@ class Grounder:
             found = presence > g["presence_threshold"]
             masks[~found], stats[~found] = 0, np.zeros(1, dtype=stats.dtype)  # not found: empty
             margin = g.get("singular_margin")  # packages built before it keep whole masks
-            singular = np.flatnonzero(found & ~np.asarray(text.plural, bool)
-                                      & (margin is not None))
-            if len(singular):  # a singular keeps the parts of its mask it is surest of
-                embed = np.asarray(pixel_embed)  # (CUDA: a copy)
-                grids = (kernels[singular] @ embed.reshape(len(embed), -1)).reshape(
-                    (len(singular),) + embed.shape[1:])
-                for p, grid in zip(singular, grids, strict=True):
-                    trimmed = confident_parts(masks[p].view(bool), stats[p], grid, crop_h,
-                                              crop_w, margin)
-                    if trimmed is not None:
-                        masks[p], stats[p] = trimmed
+            if margin is not None:  # a found singular keeps the parts of its mask it is surest of
+                margins = np.where(found & ~np.asarray(text.plural, bool), margin, -1.0)
+                self.postprocess.keep_surest_parts(pixel_embed, kernels, np.eye(len(found)),
+                                                   crop_h, crop_w, masks, stats, margins)
         else:
             masks, stats = decode_rows(mask_embed, selected)
         after_decode = time.perf_counter()

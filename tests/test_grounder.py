@@ -259,13 +259,15 @@ def test_normalize_is_the_imagenet_formula() -> None:
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # no overflow warnings reach users
-def test_a_singular_keeps_its_surest_parts_and_scores_higher_for_it(samples):
+@pytest.mark.parametrize("native", [None, False], ids=["kernels-if-built", "numpy"])
+def test_a_singular_keeps_its_surest_parts_and_scores_higher_for_it(samples, native):
     """The shipped package trims singulars (grounding.singular_margin); with
     singular_parts=False the same package keeps whole masks. Trimmed masks only lose pixels,
-    plurals are untouched, the stats follow the mask, and on the samples the AR rises."""
-    trimmed = groundrt.Grounder()
+    plurals are untouched, the stats follow the mask, and on the samples the AR rises, with the
+    native kernels and with numpy."""
+    trimmed = groundrt.Grounder(native_kernels=native)
     assert trimmed.grounding["singular_margin"] == 0.05
-    whole = groundrt.Grounder(singular_parts=False)
+    whole = groundrt.Grounder(singular_parts=False, native_kernels=native)
     shrunk, results = 0, {"trimmed": [], "whole": []}
     for index, narrative in enumerate(samples.narratives):
         phrases = [p for p in samples.phrases if p.narrative_index == index]

@@ -19,6 +19,7 @@ from conftest import run_in_threads
 from groundrt.kernels import cpu
 from groundrt.preprocess import NORMALIZED_RGB, PAD_VALUE, STD_RGB, Letterbox, letterbox_input
 from groundrt.runtime import reference
+from groundrt.runtime.postprocess import numpy_decode_masks, numpy_keep_surest_parts
 
 NEAR = 1e-4  # pixels whose reference logit is this close to the threshold may differ
 SASS_ARCHITECTURES = {75, 86, 87, 89, 90}
@@ -312,6 +313,93 @@ def test_native_letterbox_only_shrinks(lib) -> None:
                                   letterbox_input(small, box, native=False))
     with pytest.raises(cpu.KernelError, match="uint8"):
         cpu.letterbox(small.astype(np.float32), (64, 64), 50, 60, PAD_VALUE, NORMALIZED_RGB)
+
+
+def look_alikes() -> np.ndarray:
+    """A singular's [30, 40] logit map covering two look-alikes: one part it is sure of (logit
+    4: probability 0.98), one less sure (1: 0.73), a far-off corner (exp(100) overflows float32)."""
+    grid = np.full((30, 40), -6.0, np.float32)
+    grid[0, 20:] = -100.0
+    grid[2:12, 2:12] = 4.0
+    grid[16:26, 20:34] = 1.0
+    return grid
+
+
+def surest_parts(grid: np.ndarray, margin: float = 0.05, native: bool = True,
+                 size: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, ...]:
+    """The whole mask and stats of `grid` [h, w] (one phrase: a one-channel map whose logits are
+    the grid itself) and the same after keep_surest_parts, natively or in numpy."""
+    args = (grid[None], np.ones((1, 1), np.float32), np.ones((1, 1), np.uint8), *grid.shape)
+    decode = cpu.decode_masks if native else numpy_decode_masks
+    masks, stats = decode(*args, *size)
+    kept, kept_stats = masks.copy(), stats.copy()
+    keep = cpu.keep_surest_parts if native else numpy_keep_surest_parts
+    keep(*args, kept, kept_stats, np.array([margin]))
+    return masks[0], stats[0], kept[0], kept_stats[0]
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # far-off logits must not overflow exp
+@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
+def test_a_singular_keeps_the_parts_it_is_surest_of(lib, native: bool) -> None:
+    """The part with the lower mean probability goes: what is left is, pixel for pixel, the
+    decoding of the map without that part, and its stats are that decoding's (natively to the
+    bit); a margin wider than the parts' difference keeps both."""
+    grid = look_alikes()
+    mask, _, kept, stats = surest_parts(grid, native=native)
+    without = np.where(grid == 1.0, -6.0, grid).astype(np.float32)
+    decode = cpu.decode_masks if native else numpy_decode_masks
+    expected, expected_stats = decode(without[None], np.ones((1, 1), np.float32),
+                                      np.ones((1, 1), np.uint8), *grid.shape, 120, 160)
+    np.testing.assert_array_equal(kept, expected[0])
+    assert kept[20, 20] and mask[80, 100] and not kept[80, 100]
+    if native:
+        np.testing.assert_array_equal(stats, expected_stats[0])
+    else:
+        assert stats["area"] == expected_stats[0]["area"]
+        assert tuple(stats["box"]) == tuple(expected_stats[0]["box"])
+        np.testing.assert_allclose(stats["centroid"], expected_stats[0]["centroid"])
+        assert stats["score"] == pytest.approx(expected_stats[0]["score"], abs=1e-6)
+    _, whole_stats, kept, stats = surest_parts(grid, margin=0.3, native=native)
+    np.testing.assert_array_equal(kept, mask)
+    np.testing.assert_array_equal(stats, whole_stats)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
+def test_specks_go_only_beside_two_parts(lib, native: bool) -> None:
+    """A part and a speck (one cell of 241, under 1%) stay whole; two equally sure parts and
+    a speck lose the speck."""
+    grid = np.where(look_alikes() > 0, 4.0, look_alikes()).astype(np.float32)
+    grid[28, 38] = 4.0
+    mask, _, kept, _ = surest_parts(grid, native=native)
+    assert mask[114, 154] and not kept[114, 154] and kept[20, 20] and kept[80, 100]
+    grid[16:26, 20:34] = -6.0
+    mask, whole_stats, kept, stats = surest_parts(grid, native=native)
+    assert mask[114, 154]
+    np.testing.assert_array_equal(kept, mask)
+    np.testing.assert_array_equal(stats, whole_stats)
+
+
+def test_keep_surest_parts_leaves_phrases_without_a_margin(lib) -> None:
+    """Negative margins leave their phrases' masks and stats as decoded, and the threads do
+    not change the result."""
+    grid = look_alikes()
+    pixel = np.stack([grid, grid])
+    embed, chosen = np.eye(2, dtype=np.float32), np.eye(2, dtype=np.uint8)
+    masks, stats = cpu.decode_masks(pixel, embed, chosen, 30, 40, 120, 160)
+    results = []
+    for threads in (1, 2):
+        kept, kept_stats = masks.copy(), stats.copy()
+        cpu.keep_surest_parts(pixel, embed, chosen, 30, 40, kept, kept_stats,
+                              np.array([-1.0, 0.05]), threads=threads)
+        results.append((kept, kept_stats))
+    kept, kept_stats = results[0]
+    np.testing.assert_array_equal(kept[0], masks[0])
+    np.testing.assert_array_equal(kept_stats[0], stats[0])
+    assert kept_stats[1]["area"] < stats[1]["area"]
+    np.testing.assert_array_equal(results[1][0], kept)
+    np.testing.assert_array_equal(results[1][1], kept_stats)
+    with pytest.raises(cpu.KernelError, match="margins"):
+        cpu.keep_surest_parts(pixel, embed, chosen, 30, 40, kept, kept_stats, np.zeros(3))
 
 
 def test_phrase_without_query_is_empty(lib) -> None:

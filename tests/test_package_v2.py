@@ -19,7 +19,6 @@ from groundrt.export.package_builder import (  # noqa: E402
     fit_presence_weights,
     gate_curve,
 )
-from groundrt.kernels.cpu import STATS_DTYPE  # noqa: E402
 from groundrt.metric.presence import (  # noqa: E402
     CALIBRATION_THRESHOLDS,
     choose_threshold,
@@ -29,10 +28,9 @@ from groundrt.model.checkpoint import save_model  # noqa: E402
 from groundrt.model.config import PRESETS  # noqa: E402
 from groundrt.model.network import GroundingNet  # noqa: E402
 from groundrt.package import PackageError, read_manifest  # noqa: E402
-from groundrt.preprocess import resize_region  # noqa: E402
 from groundrt.runtime.cli import main  # noqa: E402
 from groundrt.runtime.grounder import Grounder  # noqa: E402
-from groundrt.runtime.postprocess import confident_parts, mask_components  # noqa: E402
+from groundrt.runtime.postprocess import mask_components  # noqa: E402
 from groundrt.runtime.predict import score_split  # noqa: E402
 from groundrt.runtime.reference import presence_features, presence_probability  # noqa: E402
 from groundrt.text import Tokenizer, train_tokenizer  # noqa: E402
@@ -202,42 +200,6 @@ def test_mask_components_split_a_plural_into_its_parts_without_specks():
     assert [int(m.sum()) for m in parts] == [600, 402]
     assert parts[0][40, 50] and parts[1][5, 5] and parts[1][26, 26]
     assert mask_components(np.zeros((4, 4), bool)) == []
-
-
-@pytest.mark.filterwarnings("error::RuntimeWarning")  # far-off logits must not overflow exp
-def test_a_singular_keeps_the_parts_it_is_surest_of():
-    """Two look-alikes in one singular's mask: the part with the lower mean probability goes,
-    exactly, and the stats are those of what is left; equally sure parts both stay, specks
-    (parts under 1% of the cells) go."""
-    shape, size = (30, 40), (120, 160)
-    grid = np.full(shape, -6.0, np.float32)
-    grid[0, 20:] = -100.0  # far from everything: exp(100) overflows float32
-    grid[2:12, 2:12] = 4.0  # probability 0.98
-    grid[16:26, 20:34] = 1.0  # 0.73: less sure
-
-    def parts(logits):
-        mask = resize_region(logits, *shape, *size) > 0
-        ys, xs = np.nonzero(mask)
-        stats = np.zeros(1, dtype=STATS_DTYPE)[0]
-        stats["area"], stats["centroid"] = len(xs), (xs.mean(), ys.mean())
-        stats["box"] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        return mask, confident_parts(mask, stats, logits, *shape)
-
-    mask, (kept, stats) = parts(grid)
-    np.testing.assert_array_equal(kept, resize_region(np.where(grid == 1.0, -6.0, grid),
-                                                      *shape, *size) > 0)
-    assert kept[20, 20] and mask[80, 100] and not kept[80, 100]
-    ys, xs = np.nonzero(kept)
-    assert stats["area"] == kept.sum()
-    assert tuple(stats["box"]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    np.testing.assert_allclose(stats["centroid"], (xs.mean(), ys.mean()))
-    probability = 1 / (1 + np.exp(-resize_region(grid, *shape, *size)[kept]))
-    assert abs(stats["score"] - probability.mean()) < 0.01  # the kept pixels' mean
-    sure = np.where(grid > 0, 4.0, grid).astype(np.float32)
-    assert parts(sure)[1] is None
-    sure[28, 38] = 4.0  # one cell of 241
-    mask, (kept, _) = parts(sure)
-    assert mask[114, 154] and not kept[114, 154] and kept[20, 20] and kept[80, 100]
 
 
 def test_predict_and_eval_report_presence_and_instances(package, tiny_data, tmp_path):

@@ -10,7 +10,10 @@
 //     whose taps reach a low-res cell above the threshold are sampled (the rest are off, which
 //     bilinear sampling guarantees: see active_cells); each sampled row first blends the two
 //     source rows (lerp over y), then gathers the two x taps (lerp over x), thresholds, packs and
-//     accumulates the row's statistics.
+//     accumulates the row's statistics;
+//   * surest parts: the parts of a phrase's low-res map are labelled by a flood fill over its
+//     cells, then two passes over the mask's box: the parts' mean probabilities, then the
+//     pixels of the parts that go are cleared and the statistics of the rest summed.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -171,6 +174,35 @@ ActiveCells active_cells(const float* logits, int rows, int cols, float threshol
   return a;
 }
 
+// Adds row Y's mask pixels in [begin, end) (on: 0/1 bytes, values: their logits, probability:
+// scratch) to acc: their probabilities over the span between the first and last pixel (every
+// pixel: a branch-free loop), then the sums in chunks of 128 pixels so that 32-bit lanes hold
+// them (128 * 2^24 <= 2^31); every loop but the search for the span vectorizes.
+GRT_AVX2_CLONES
+void add_row_span(groundrt::StatsAcc& acc, int Y, const uint8_t* on, const float* values,
+                  int32_t* probability, int begin, int end) {
+  int first = begin, last = end - 1;
+  while (first <= last && !on[first]) ++first;
+  while (last >= first && !on[last]) --last;
+  if (first > last) return;
+  for (int X = first; X <= last; ++X) probability[X] = groundrt::score_fixed(values[X]);
+  unsigned long long count = 0, sum_x = 0, score = 0;
+  for (int start = first; start <= last; start += 128) {
+    const int stop = std::min(last + 1, start + 128);
+    uint32_t chunk_count = 0, chunk_x = 0, chunk_score = 0;
+    for (int X = start; X < stop; ++X) {
+      const uint32_t keep = 0u - (uint32_t)on[X];  // all ones for a mask pixel
+      chunk_count += on[X];
+      chunk_x += (uint32_t)(X - start) & keep;
+      chunk_score += (uint32_t)probability[X] & keep;
+    }
+    count += chunk_count;
+    sum_x += (unsigned long long)chunk_x + (unsigned long long)start * chunk_count;
+    score += chunk_score;
+  }
+  groundrt::stats_add_row(acc, Y, count, sum_x, score, first, last);
+}
+
 // One phrase: masks [H, W] or [H, ceil(W / 8)] and its statistics.
 GRT_AVX2_CLONES
 void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBuffers& b, int H,
@@ -206,8 +238,7 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
     for (int c = c_first; c <= c_last; ++c) blend[c] = groundrt::lerp(r0[c], r1[c], wy);
     lerp_columns(blend, t.x, X_first, X_last, values);
 
-    // 0/1 of every pixel (the packed form packs these), then the row's statistics over the span
-    // between its first and last pixel; every loop but the search for the span vectorizes.
+    // 0/1 of every pixel (the packed form packs these), then the row's statistics
     uint8_t* __restrict on = packed ? b.on.data() : masks + (size_t)Y * row_bytes;
     std::memset(on, 0, (size_t)X_first);
     std::memset(on + X_last + 1, 0, (size_t)(W - 1 - X_last));
@@ -217,30 +248,136 @@ void decode_phrase(const float* logits, int rows, int cols, const Taps& t, RowBu
       count += on[X];
     }
     if (packed) pack_row(on, W, masks + (size_t)Y * row_bytes);
-    if (count == 0) continue;
-    int first = X_first, last = X_last;
-    while (!on[first]) ++first;
-    while (!on[last]) --last;
-    // Probabilities over the span (every pixel: a branch-free loop), then the sums in chunks of
-    // 128 pixels so that 32-bit lanes hold them (128 * 2^24 <= 2^31).
-    int32_t* __restrict probability = b.probability.data();
-    for (int X = first; X <= last; ++X) probability[X] = groundrt::score_fixed(values[X]);
-    unsigned long long sum_x = 0, score = 0;
-    for (int begin = first; begin <= last; begin += 128) {
-      const int end = std::min(last + 1, begin + 128);
-      uint32_t chunk_count = 0, chunk_x = 0, chunk_score = 0;
-      for (int X = begin; X < end; ++X) {
-        const uint32_t keep = 0u - (uint32_t)on[X];  // all ones for a mask pixel
-        chunk_count += on[X];
-        chunk_x += (uint32_t)(X - begin) & keep;
-        chunk_score += (uint32_t)probability[X] & keep;
-      }
-      sum_x += (unsigned long long)chunk_x + (unsigned long long)begin * chunk_count;
-      score += chunk_score;
-    }
-    groundrt::stats_add_row(acc, Y, count, sum_x, score, first, last);
+    if (count > 0) add_row_span(acc, Y, on, values, b.probability.data(), X_first, X_last + 1);
   }
   *stats = groundrt::stats_finalize(acc);
+}
+
+constexpr double kSpeckShare = 0.01;  // a part with fewer of the map's cells is a speck
+
+// Per-thread scratch of keep_surest.
+struct PartBuffers {
+  std::vector<int32_t> labels;  // [rows * cols]: 0, or the 1-based part of a cell > threshold
+  std::vector<int32_t> stack;
+  std::vector<long long> cells;  // [parts + 1]: cells of each part
+  std::vector<groundrt::StatsAcc> parts;  // [parts + 1]: statistics of each part's mask pixels
+  std::vector<uint8_t> keep;  // [parts + 1]
+  std::vector<int32_t> row_labels;  // [cols]: the larger label of the two rows a row samples
+  std::vector<float> blend, values;
+  std::vector<int32_t> probability;
+};
+
+// Labels the 8-connected parts of the cells > threshold; returns how many there are.
+int label_parts(const float* logits, int rows, int cols, float threshold, PartBuffers& b) {
+  b.labels.assign((size_t)rows * cols, 0);
+  b.cells.assign(1, 0);
+  int parts = 0;
+  for (int start = 0; start < rows * cols; ++start) {
+    if (b.labels[start] || !groundrt::mask_on(logits[start], threshold)) continue;
+    b.labels[start] = ++parts;
+    b.stack.assign(1, start);
+    long long size = 0;
+    while (!b.stack.empty()) {
+      const int i = b.stack.back();
+      b.stack.pop_back();
+      ++size;
+      const int y = i / cols, x = i % cols;
+      for (int yy = std::max(0, y - 1); yy <= std::min(rows - 1, y + 1); ++yy) {
+        for (int xx = std::max(0, x - 1); xx <= std::min(cols - 1, x + 1); ++xx) {
+          const int j = yy * cols + xx;
+          if (!b.labels[j] && groundrt::mask_on(logits[j], threshold)) {
+            b.labels[j] = parts;
+            b.stack.push_back(j);
+          }
+        }
+      }
+    }
+    b.cells.push_back(size);
+  }
+  return parts;
+}
+
+// Calls visit(begin, end, part) for the spans of output columns [first, last] of row Y whose
+// pixels all sample the cells of one part (or of none: 0): the runs of fixed taps, neighbours of
+// the same part joined.
+template <typename Visit>
+void visit_parts(const int32_t* labels, int cols, const Taps& t, int Y, int first, int last,
+                 PartBuffers& b, Visit&& visit) {
+  const int32_t* l0 = labels + (size_t)t.y.i0[Y] * cols;
+  const int32_t* l1 = labels + (size_t)t.y.i1[Y] * cols;
+  for (int c = t.x.i0[first]; c <= t.x.i1[last]; ++c) b.row_labels[c] = std::max(l0[c], l1[c]);
+  auto run = std::upper_bound(t.x.run_start.begin(), t.x.run_start.end(), first) - 1;
+  int span = first, part = -1;
+  for (; *run <= last; ++run) {
+    const int begin = std::max(*run, first);
+    const int k = std::max(b.row_labels[t.x.i0[begin]], b.row_labels[t.x.i1[begin]]);
+    if (k != part) {
+      if (part >= 0) visit(span, begin, part);
+      span = begin, part = k;
+    }
+  }
+  visit(span, last + 1, part);
+}
+
+// One phrase's mask [H, W] and stats rewritten without its less sure parts (kernels_c.h): the
+// statistics of each part's pixels in one pass over the mask's box, then the pixels of the parts
+// that go cleared; the kept parts' statistics merged are the mask's.
+GRT_AVX2_CLONES
+void keep_surest(const float* logits, int rows, int cols, const Taps& t, PartBuffers& b, int H,
+                 int W, float threshold, double margin, uint8_t* mask,
+                 grt_phrase_stats* stats) {
+  if (stats->area == 0) return;
+  const int parts = label_parts(logits, rows, cols, threshold, b);
+  long long total = 0;
+  for (int k = 1; k <= parts; ++k) total += b.cells[k];
+  auto counts = [&](int k) { return b.cells[k] >= kSpeckShare * (double)total; };
+  int candidates = 0;
+  for (int k = 1; k <= parts; ++k) candidates += counts(k);
+  if (candidates < 2) return;  // one part and specks at most: nothing to choose between
+
+  const int x_lo = std::max(0, stats->box[0]), x_hi = std::min(W, stats->box[2]) - 1;
+  const int y_lo = std::max(0, stats->box[1]), y_hi = std::min(H, stats->box[3]) - 1;
+  if (x_lo > x_hi || y_lo > y_hi) return;
+  b.parts.resize(parts + 1);
+  for (groundrt::StatsAcc& acc : b.parts) groundrt::stats_reset(acc);
+  for (int Y = y_lo; Y <= y_hi; ++Y) {
+    const float* r0 = logits + (size_t)t.y.i0[Y] * cols;
+    const float* r1 = logits + (size_t)t.y.i1[Y] * cols;
+    for (int c = t.x.i0[x_lo]; c <= t.x.i1[x_hi]; ++c) {
+      b.blend[c] = groundrt::lerp(r0[c], r1[c], t.y.w[Y]);
+    }
+    lerp_columns(b.blend.data(), t.x, x_lo, x_hi, b.values.data());
+    const uint8_t* on = mask + (size_t)Y * W;
+    visit_parts(b.labels.data(), cols, t, Y, x_lo, x_hi, b, [&](int begin, int end, int k) {
+      add_row_span(b.parts[k], Y, on, b.values.data(), b.probability.data(), begin, end);
+    });
+  }
+  // the parts' mean probabilities; the surest part's minus the margin is the bar
+  auto mean = [&](int k) {
+    return (double)b.parts[k].score / (double)b.parts[k].area / groundrt::kScoreUnit;
+  };
+  double best = -1.0;
+  for (int k = 1; k <= parts; ++k) {
+    if (counts(k) && b.parts[k].area > 0) best = std::max(best, mean(k));
+  }
+  if (best < 0.0) return;
+  b.keep.assign(parts + 1, 1);  // 0: pixels lifted above the threshold by rounding alone stay
+  groundrt::StatsAcc kept, gone;
+  groundrt::stats_reset(kept);
+  groundrt::stats_reset(gone);
+  for (int k = 0; k <= parts; ++k) {
+    b.keep[k] = k == 0 || (counts(k) && b.parts[k].area > 0 && mean(k) >= best - margin);
+    groundrt::stats_merge(b.keep[k] ? kept : gone, b.parts[k]);
+  }
+  if (gone.area == 0) return;
+  for (int Y = gone.y_min; Y <= gone.y_max; ++Y) {  // only where the parts that go have pixels
+    uint8_t* on = mask + (size_t)Y * W;
+    visit_parts(b.labels.data(), cols, t, Y, gone.x_min, gone.x_max, b,
+               [&](int begin, int end, int k) {
+                 if (!b.keep[k]) std::memset(on + begin, 0, (size_t)(end - begin));
+               });
+  }
+  *stats = groundrt::stats_finalize(kept);
 }
 
 }  // namespace
@@ -313,6 +450,63 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
                       threshold, packed != 0, masks + (size_t)p * H * row_bytes, stats + p);
       }
     });
+  } catch (const std::bad_alloc&) {
+    return GRT_ERROR_MEMORY;
+  }
+  return GRT_OK;
+}
+
+GRT_API int grt_keep_surest_parts(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
+                                  const float* mask_embed, int32_t Q, const uint8_t* selected,
+                                  int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
+                                  float threshold, const double* margins, int32_t threads,
+                                  uint8_t* masks, grt_phrase_stats* stats) {
+  if (D < 0 || h < 1 || w < 1 || Q < 0 || P < 0 || H < 0 || W < 0) return GRT_ERROR_ARGUMENT;
+  if (!(crop_h > 0.0) || !(crop_w > 0.0)) return GRT_ERROR_ARGUMENT;
+  if (P == 0) return GRT_OK;
+  if ((D > 0 && !pixel_embed) || !margins || !masks || !stats) return GRT_ERROR_ARGUMENT;
+  if (Q > 0 && (!mask_embed || !selected)) return GRT_ERROR_ARGUMENT;
+  try {
+    // the low-res maps of the phrases that keep their surest parts only
+    std::vector<int> phrases;
+    std::vector<uint8_t> chosen((size_t)P * Q, 0);
+    for (int p = 0; p < P; ++p) {
+      if (!(margins[p] >= 0.0) || stats[p].area == 0) continue;
+      phrases.push_back(p);
+      std::copy(selected + (size_t)p * Q, selected + (size_t)(p + 1) * Q,
+                chosen.data() + (size_t)p * Q);
+    }
+    if (phrases.empty()) return GRT_OK;
+    const int rows = groundrt::region_extent(crop_h, h);
+    const int cols = groundrt::region_extent(crop_w, w);
+    std::vector<float> logits;
+    region_logits(pixel_embed, D, h, w, rows, cols, mask_embed, Q, chosen.data(), P, logits);
+
+    const Taps taps{AxisTaps(H, crop_h, rows), AxisTaps(W, crop_w, cols)};
+    const int count = (int)phrases.size();
+    const int workers = std::max(1, std::min<int>(threads, count));
+    std::vector<PartBuffers> buffers(workers);
+    for (PartBuffers& b : buffers) {
+      b.row_labels.resize(cols);
+      b.blend.resize(cols);
+      b.values.resize(W);
+      b.probability.resize(W);
+    }
+    const size_t area = (size_t)rows * cols;
+    std::atomic<int> next{0};
+    std::atomic<bool> out_of_memory{false};
+    groundrt::run_workers(workers, [&](int worker) {
+      try {
+        for (int i = next++; i < count; i = next++) {
+          const int p = phrases[i];
+          keep_surest(logits.data() + p * area, rows, cols, taps, buffers[worker], H, W,
+                      threshold, margins[p], masks + (size_t)p * H * W, stats + p);
+        }
+      } catch (const std::bad_alloc&) {
+        out_of_memory = true;
+      }
+    });
+    if (out_of_memory) return GRT_ERROR_MEMORY;
   } catch (const std::bad_alloc&) {
     return GRT_ERROR_MEMORY;
   }

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 
 #include "groundrt/grounding_math.h"
 #include "groundrt/kernels_c.h"
@@ -153,6 +154,43 @@ static void test_letterbox() {
   CHECK(grt_letterbox(image, 2, 3, 9, 1, 1, 1, 2, 7, table, 1, out) == GRT_ERROR_ARGUMENT);
 }
 
+// A 4 x 8 map holding a sure part (logit 4, columns 0-1) and a less sure one (logit 1, columns
+// 5-6), decoded at 8 x 16: with margin 0.05 the less sure part goes and the result is the
+// decoding of the map without it, stats included; with margin 0.5 both stay.
+static void test_keep_surest_parts(int threads) {
+  float map[32], without[32];
+  for (int i = 0; i < 32; ++i) {
+    const int x = i % 8;
+    map[i] = x < 2 ? 4.0f : (x == 5 || x == 6 ? 1.0f : -6.0f);
+    without[i] = map[i] == 1.0f ? -6.0f : map[i];
+  }
+  const float one[] = {1};
+  const uint8_t selected[] = {1};
+  uint8_t masks[128], expected[128];
+  grt_phrase_stats stats, expected_stats;
+  CHECK(grt_decode_masks(without, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, 0, 1,
+                         expected, &expected_stats) == GRT_OK);
+  for (double margin : {0.05, 0.5}) {
+    CHECK(grt_decode_masks(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, 0, 1,
+                           masks, &stats) == GRT_OK);
+    const grt_phrase_stats whole = stats;
+    CHECK(whole.area > expected_stats.area);
+    CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f,
+                                &margin, threads, masks, &stats) == GRT_OK);
+    if (margin < 0.1) {
+      CHECK(std::memcmp(masks, expected, sizeof masks) == 0);
+      CHECK(std::memcmp(&stats, &expected_stats, sizeof stats) == 0);
+    } else {
+      CHECK(std::memcmp(&stats, &whole, sizeof stats) == 0);
+    }
+  }
+  const double none = -1.0;
+  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, nullptr,
+                              threads, masks, &stats) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 0.0, 8.0, 8, 16, 0.0f, &none,
+                              threads, masks, &stats) == GRT_ERROR_ARGUMENT);
+}
+
 int main() {
   CHECK(grt_abi_version() == GRT_ABI_VERSION);
   test_shared_math();
@@ -161,6 +199,8 @@ int main() {
   test_decode(0, 2);
   test_decode(1, 1);
   test_decode(1, 2);
+  test_keep_surest_parts(1);
+  test_keep_surest_parts(2);
   test_letterbox();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);

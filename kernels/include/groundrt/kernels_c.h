@@ -5,10 +5,11 @@
  *
  *   grt_affinity      phrase/mask affinity and the query selection of every phrase
  *   grt_decode_masks  phrase masks at the original image size plus per-phrase statistics
+ *   grt_keep_surest_parts  a decoded mask without the parts of it the network is less sure of
  *   grt_letterbox     the model's input from a BGR image: area shrink, pad, normalize (CPU only)
  *
  * The per-element arithmetic of the first two is groundrt/grounding_math.h, shared with the CUDA
- * kernels.
+ * kernels (grt_keep_surest_parts runs on the CPU, after either back end's decoding).
  */
 #ifndef GROUNDRT_KERNELS_C_H
 #define GROUNDRT_KERNELS_C_H
@@ -26,7 +27,7 @@
 extern "C" {
 #endif
 
-#define GRT_ABI_VERSION 5
+#define GRT_ABI_VERSION 6
 
 enum grt_status {
   GRT_OK = 0,
@@ -70,6 +71,24 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
                              int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
                              float threshold, int32_t packed, int32_t threads,
                              uint8_t* masks, grt_phrase_stats* stats);
+
+/* A mask keeps the parts of it the network is surest of (network v2's singulars: a network unsure
+ * which of two look-alikes a phrase names covers both, less surely the wrong one).
+ * masks [P, H, W] 0/1 bytes and stats [P], as grt_decode_masks wrote them for the same
+ * arguments (or the CUDA kernels: the same bits), are rewritten in place for every phrase with
+ * margins[p] >= 0 (the others are left as they are). Its parts are the 8-connected sets of the
+ * region's low-res cells with logit > threshold; a part holding under 1% of those cells is a
+ * speck. A mask pixel belongs to the part of its bilinear taps' cells (two parts never share a
+ * pixel's taps: they would be 8-connected). With at least two parts that are not specks, a part
+ * is kept when the mean of sigmoid(logit) over its mask pixels (in 2^-24 units, as the stats'
+ * score) is at least the largest such mean minus margins[p]; the pixels of the other parts and
+ * of the specks are cleared and stats[p] describes what is left. With fewer, the mask stays
+ * whole. Up to `threads` threads take phrases in parallel; the results do not depend on it. */
+GRT_API int grt_keep_surest_parts(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
+                                  const float* mask_embed, int32_t Q, const uint8_t* selected,
+                                  int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
+                                  float threshold, const double* margins, int32_t threads,
+                                  uint8_t* masks, grt_phrase_stats* stats);
 
 /* image [H, W, 3] uint8 BGR, rows `row_stride` bytes apart (>= 3 W)
  *   -> out [3, out_h, out_w] float32, RGB planes: the image shrunk by area averaging to
