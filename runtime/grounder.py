@@ -139,8 +139,8 @@ class Grounder:
     max_pixels: the largest image accepted (width x height), checked from a file's header before
         it is decoded.
     singular_parts: network v2 packages with `grounding.singular_margin`: a singular keeps the
-        parts of its mask it is surest of (val AR +0.9 points; 1-2 ms a frame where several
-        singulars have masks of several parts). False keeps whole masks.
+        parts of its mask it is surest of (val AR +0.9 points; ~0.5 ms a frame with the native
+        kernels where several singulars have masks of several parts). False keeps whole masks.
     device: "cpu", "cuda" or "cuda:N": where ONNX Runtime runs (its CUDA execution provider, or
         TensorRT's with ort_provider="tensorrt"; needs onnxruntime-gpu) and, on a GPU, where
         the CUDA kernels decode the masks (when built and pycuda is installed). The TensorRT
