@@ -225,12 +225,12 @@ def keep_surest_parts(pixel_embed: np.ndarray, mask_embed: np.ndarray, selected:
     a negative margin leaves the phrase as it is."""
     lib = library()
     pixel, embed, chosen = decode_args(pixel_embed, mask_embed, selected)
-    check_geometry(crop_h, crop_w, *masks.shape[1:])
     num_phrases = len(chosen)
     bars = _array("margins", margins, np.float64, 1)
     if masks.ndim != 3 or len(masks) != num_phrases or len(bars) != num_phrases:
         raise KernelError(f"masks {masks.shape} and margins {bars.shape} must be [P, H, W] and "
                           f"[P] for P = {num_phrases} phrases")
+    check_geometry(crop_h, crop_w, *masks.shape[1:])
     _output("masks", masks, masks.shape, np.uint8)
     _output("stats", stats, (num_phrases,), STATS_DTYPE)
     d, h, w = pixel.shape

@@ -366,8 +366,8 @@ def test_a_singular_keeps_the_parts_it_is_surest_of(lib, native: bool) -> None:
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
 def test_specks_go_only_beside_two_parts(lib, native: bool) -> None:
-    """A part and a speck (one cell of 241, under 1%) stay whole; two equally sure parts and
-    a speck lose the speck."""
+    """Two equally sure parts and a speck (one cell of 241, under 1%) lose the speck; a part
+    and a speck stay whole."""
     grid = np.where(look_alikes() > 0, 4.0, look_alikes()).astype(np.float32)
     grid[28, 38] = 4.0
     mask, _, kept, _ = surest_parts(grid, native=native)
@@ -379,27 +379,53 @@ def test_specks_go_only_beside_two_parts(lib, native: bool) -> None:
     np.testing.assert_array_equal(stats, whole_stats)
 
 
-def test_keep_surest_parts_leaves_phrases_without_a_margin(lib) -> None:
-    """Negative margins leave their phrases' masks and stats as decoded, and the threads do
-    not change the result."""
-    grid = look_alikes()
-    pixel = np.stack([grid, grid])
-    embed, chosen = np.eye(2, dtype=np.float32), np.eye(2, dtype=np.uint8)
-    masks, stats = cpu.decode_masks(pixel, embed, chosen, 30, 40, 120, 160)
+SURE_CASES = [  # (h, w, crop_h, crop_w, height, width): fractional crops, a region smaller
+    (13, 13, 9.75, 13.0, 150, 201),  # than the map, outputs larger and smaller than the map
+    (16, 12, 16.0, 7.3, 97, 61),
+    (24, 24, 17.5, 24.0, 20, 29),
+]
+
+
+@pytest.mark.parametrize("case", SURE_CASES, ids=lambda c: f"{c[0]}x{c[1]}-{c[4]}x{c[5]}")
+def test_keep_surest_parts_native_and_numpy_agree(lib, case: tuple) -> None:
+    """Random maps of many parts, decoded natively: the kernel on 1 and 3 threads and the
+    numpy twin keep the same pixels; kept masks only lose pixels, their stats follow them, and
+    phrases with a negative margin stay as decoded."""
+    h, w, crop_h, crop_w, height, width = case
+    rng = np.random.default_rng(h * w)
+    pixel, mask_embed, selected = embeddings(rng, 12, 6, 8, h, w)
+    masks, stats = cpu.decode_masks(pixel, mask_embed, selected, crop_h, crop_w, height, width)
+    margins = np.where(np.arange(12) % 4 == 3, -1.0, rng.choice([0.0, 0.05, 0.2], 12))
     results = []
-    for threads in (1, 2):
+    for keep in (lambda *a: cpu.keep_surest_parts(*a, threads=1),
+                 lambda *a: cpu.keep_surest_parts(*a, threads=3), numpy_keep_surest_parts):
         kept, kept_stats = masks.copy(), stats.copy()
-        cpu.keep_surest_parts(pixel, embed, chosen, 30, 40, kept, kept_stats,
-                              np.array([-1.0, 0.05]), threads=threads)
+        keep(pixel, mask_embed, selected, crop_h, crop_w, kept, kept_stats, margins)
         results.append((kept, kept_stats))
-    kept, kept_stats = results[0]
-    np.testing.assert_array_equal(kept[0], masks[0])
-    np.testing.assert_array_equal(kept_stats[0], stats[0])
-    assert kept_stats[1]["area"] < stats[1]["area"]
-    np.testing.assert_array_equal(results[1][0], kept)
-    np.testing.assert_array_equal(results[1][1], kept_stats)
+    (kept, kept_stats), (threaded, threaded_stats), (twin, twin_stats) = results
+    np.testing.assert_array_equal(threaded, kept)
+    np.testing.assert_array_equal(threaded_stats, kept_stats)
+    np.testing.assert_array_equal(twin, kept)
+    assert not (kept & ~masks).any()
+    trimmed = (kept != masks).any(axis=(1, 2))
+    assert trimmed.any() and not trimmed[margins < 0].any()
+    for p in np.flatnonzero(trimmed):
+        ys, xs = np.nonzero(kept[p])
+        assert kept_stats[p]["area"] == len(xs) == twin_stats[p]["area"]
+        assert tuple(kept_stats[p]["box"]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        np.testing.assert_allclose(kept_stats[p]["centroid"], (xs.mean(), ys.mean()))
+        assert twin_stats[p]["score"] == pytest.approx(kept_stats[p]["score"], abs=1e-5)
+    np.testing.assert_array_equal(kept_stats[margins < 0], stats[margins < 0])
+
+
+def test_keep_surest_parts_checks_its_arguments(lib) -> None:
+    grid = look_alikes()
+    args = (grid[None], np.ones((1, 1), np.float32), np.ones((1, 1), np.uint8), 30, 40)
+    masks, stats = cpu.decode_masks(*args, 120, 160)
     with pytest.raises(cpu.KernelError, match="margins"):
-        cpu.keep_surest_parts(pixel, embed, chosen, 30, 40, kept, kept_stats, np.zeros(3))
+        cpu.keep_surest_parts(*args, masks, stats, np.zeros(3))
+    with pytest.raises(cpu.KernelError, match=r"\[P, H, W\]"):
+        cpu.keep_surest_parts(*args, masks[0], stats, np.zeros(1))
 
 
 def test_phrase_without_query_is_empty(lib) -> None:

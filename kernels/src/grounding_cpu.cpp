@@ -12,8 +12,8 @@
 //     source rows (lerp over y), then gathers the two x taps (lerp over x), thresholds, packs and
 //     accumulates the row's statistics;
 //   * surest parts: the parts of a phrase's low-res map are labelled by a flood fill over its
-//     cells, then two passes over the mask's box: the parts' mean probabilities, then the
-//     pixels of the parts that go are cleared and the statistics of the rest summed.
+//     cells; one pass over the mask's box sums each part's statistics, a second over the box of
+//     the parts that go clears their pixels.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
