@@ -115,11 +115,12 @@ struct Taps {
   AxisTaps y, x;
 };
 
-// Per-thread row buffers.
+// Per-thread row buffers: `cols` low-res cells, W output pixels.
 struct RowBuffers {
   std::vector<float> blend, values;
   std::vector<uint8_t> on;
   std::vector<int32_t> probability;
+  RowBuffers(int cols, int W) : blend(cols), values(W), on(W), probability(W) {}
 };
 
 // 0/1 bytes -> bits, numpy.packbits order (first pixel in the MSB), padding bits zero.
@@ -263,8 +264,8 @@ struct PartBuffers {
   std::vector<groundrt::StatsAcc> parts;  // [parts + 1]: statistics of each part's mask pixels
   std::vector<uint8_t> keep;  // [parts + 1]
   std::vector<int32_t> row_labels;  // [cols]: the larger label of the two rows a row samples
-  std::vector<float> blend, values;
-  std::vector<int32_t> probability;
+  RowBuffers row;
+  PartBuffers(int cols, int W) : row_labels(cols), row(cols, W) {}
 };
 
 // Labels the 8-connected parts of the cells > threshold; returns how many there are.
@@ -344,12 +345,12 @@ void keep_surest(const float* logits, int rows, int cols, const Taps& t, PartBuf
     const float* r0 = logits + (size_t)t.y.i0[Y] * cols;
     const float* r1 = logits + (size_t)t.y.i1[Y] * cols;
     for (int c = t.x.i0[x_lo]; c <= t.x.i1[x_hi]; ++c) {
-      b.blend[c] = groundrt::lerp(r0[c], r1[c], t.y.w[Y]);
+      b.row.blend[c] = groundrt::lerp(r0[c], r1[c], t.y.w[Y]);
     }
-    lerp_columns(b.blend.data(), t.x, x_lo, x_hi, b.values.data());
+    lerp_columns(b.row.blend.data(), t.x, x_lo, x_hi, b.row.values.data());
     const uint8_t* on = mask + (size_t)Y * W;
     visit_parts(b.labels.data(), cols, t, Y, x_lo, x_hi, b, [&](int begin, int end, int k) {
-      add_row_span(b.parts[k], Y, on, b.values.data(), b.probability.data(), begin, end);
+      add_row_span(b.parts[k], Y, on, b.row.values.data(), b.row.probability.data(), begin, end);
     });
   }
   // the parts' mean probabilities; the surest part's minus the margin is the bar
@@ -434,13 +435,7 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
     const Taps taps{AxisTaps(H, crop_h, rows), AxisTaps(W, crop_w, cols)};
     // Phrases are independent: `threads` workers take the next phrase from a shared counter.
     const int workers = std::max(1, std::min<int>(threads, P));
-    std::vector<RowBuffers> buffers(workers);
-    for (RowBuffers& b : buffers) {
-      b.blend.resize(cols);
-      b.values.resize(W);
-      b.on.resize(W);
-      b.probability.resize(W);
-    }
+    std::vector<RowBuffers> buffers(workers, RowBuffers(cols, W));
     const size_t row_bytes = packed ? (size_t)(W + 7) / 8 : (size_t)W;
     const size_t area = (size_t)rows * cols;
     std::atomic<int> next{0};
@@ -485,13 +480,7 @@ GRT_API int grt_keep_surest_parts(const float* pixel_embed, int32_t D, int32_t h
     const Taps taps{AxisTaps(H, crop_h, rows), AxisTaps(W, crop_w, cols)};
     const int count = (int)phrases.size();
     const int workers = std::max(1, std::min<int>(threads, count));
-    std::vector<PartBuffers> buffers(workers);
-    for (PartBuffers& b : buffers) {
-      b.row_labels.resize(cols);
-      b.blend.resize(cols);
-      b.values.resize(W);
-      b.probability.resize(W);
-    }
+    std::vector<PartBuffers> buffers(workers, PartBuffers(cols, W));
     const size_t area = (size_t)rows * cols;
     std::atomic<int> next{0};
     std::atomic<bool> out_of_memory{false};
