@@ -155,8 +155,9 @@ static void test_letterbox() {
 }
 
 // A 4 x 8 map holding a sure part (logit 4, columns 0-1) and a less sure one (logit 1, columns
-// 5-6), decoded at 8 x 16: with margin 0.05 the less sure part goes and the result is the
-// decoding of the map without it, stats included; with margin 0.5 both stay.
+// 5-6), decoded at 8 x 16 for two phrases (two workers with 2 threads): with margin 0.05 the less
+// sure part goes and the result is the decoding of the map without it, stats included; with
+// margin 0.5 both stay; a negative margin leaves its phrase as decoded.
 static void test_keep_surest_parts(int threads) {
   float map[32], without[32];
   for (int i = 0; i < 32; ++i) {
@@ -165,32 +166,29 @@ static void test_keep_surest_parts(int threads) {
     without[i] = map[i] == 1.0f ? -6.0f : map[i];
   }
   const float one[] = {1};
-  const uint8_t selected[] = {1};
-  uint8_t masks[128], expected[128];
-  grt_phrase_stats stats, expected_stats;
-  CHECK(grt_decode_masks(without, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, 0, 1,
-                         expected, &expected_stats) == GRT_OK);
-  for (double margin : {0.05, 0.5}) {
-    CHECK(grt_decode_masks(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, 0, 1,
-                           masks, &stats) == GRT_OK);
-    const grt_phrase_stats whole = stats;
-    CHECK(whole.area > expected_stats.area);
-    CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f,
-                                &margin, threads, masks, &stats) == GRT_OK);
-    if (margin < 0.1) {
-      CHECK(std::memcmp(masks, expected, sizeof masks) == 0);
-      CHECK(std::memcmp(&stats, &expected_stats, sizeof stats) == 0);
-    } else {
-      CHECK(std::memcmp(&stats, &whole, sizeof stats) == 0);
-      CHECK(std::memcmp(masks, expected, sizeof masks) != 0);  // the less sure part is there
-      for (int i = 0; i < 128; ++i) CHECK(masks[i] >= expected[i]);
-    }
+  const uint8_t selected[] = {1, 1};
+  uint8_t masks[2 * 128], whole[2 * 128], expected[2 * 128];
+  grt_phrase_stats stats[2], whole_stats[2], expected_stats[2];
+  CHECK(grt_decode_masks(without, 1, 4, 8, one, 1, selected, 2, 4.0, 8.0, 8, 16, 0.0f, 0, 1,
+                         expected, expected_stats) == GRT_OK);
+  CHECK(grt_decode_masks(map, 1, 4, 8, one, 1, selected, 2, 4.0, 8.0, 8, 16, 0.0f, 0, 1, whole,
+                         whole_stats) == GRT_OK);
+  CHECK(whole_stats[0].area > expected_stats[0].area);
+  for (double margin : {0.05, 0.5, -1.0}) {
+    std::memcpy(masks, whole, sizeof masks);
+    std::memcpy(stats, whole_stats, sizeof stats);
+    const double margins[] = {margin, margin};
+    CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 2, 4.0, 8.0, 8, 16, 0.0f,
+                                margins, threads, masks, stats) == GRT_OK);
+    const bool trimmed = margin >= 0.0 && margin < 0.1;
+    CHECK(std::memcmp(masks, trimmed ? expected : whole, sizeof masks) == 0);
+    CHECK(std::memcmp(stats, trimmed ? expected_stats : whole_stats, sizeof stats) == 0);
   }
-  const double none = -1.0;
-  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 4.0, 8.0, 8, 16, 0.0f, nullptr,
-                              threads, masks, &stats) == GRT_ERROR_ARGUMENT);
-  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 1, 0.0, 8.0, 8, 16, 0.0f, &none,
-                              threads, masks, &stats) == GRT_ERROR_ARGUMENT);
+  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 2, 4.0, 8.0, 8, 16, 0.0f, nullptr,
+                              threads, masks, stats) == GRT_ERROR_ARGUMENT);
+  const double none[] = {-1.0, -1.0};
+  CHECK(grt_keep_surest_parts(map, 1, 4, 8, one, 1, selected, 2, 0.0, 8.0, 8, 16, 0.0f, none,
+                              threads, masks, stats) == GRT_ERROR_ARGUMENT);
 }
 
 int main() {
