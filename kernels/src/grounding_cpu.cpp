@@ -353,13 +353,15 @@ void keep_surest(const float* logits, int rows, int cols, const Taps& t, PartBuf
       add_row_span(b.parts[k], Y, on, b.row.values.data(), b.row.probability.data(), begin, end);
     });
   }
-  // the parts' mean probabilities; the surest part's minus the margin is the bar
+  // the parts' mean probabilities (a part without mask pixels counts as a speck); the surest
+  // part's minus the margin is the bar
+  auto competes = [&](int k) { return counts(k) && b.parts[k].area > 0; };
   auto mean = [&](int k) {
     return (double)b.parts[k].score / (double)b.parts[k].area / groundrt::kScoreUnit;
   };
   double best = -1.0;
   for (int k = 1; k <= parts; ++k) {
-    if (counts(k) && b.parts[k].area > 0) best = std::max(best, mean(k));
+    if (competes(k)) best = std::max(best, mean(k));
   }
   if (best < 0.0) return;
   b.keep.assign(parts + 1, 1);  // 0: pixels lifted above the threshold by rounding alone stay
@@ -367,7 +369,7 @@ void keep_surest(const float* logits, int rows, int cols, const Taps& t, PartBuf
   groundrt::stats_reset(kept);
   groundrt::stats_reset(gone);
   for (int k = 0; k <= parts; ++k) {
-    b.keep[k] = k == 0 || (counts(k) && b.parts[k].area > 0 && mean(k) >= best - margin);
+    b.keep[k] = k == 0 || (competes(k) && mean(k) >= best - margin);
     groundrt::stats_merge(b.keep[k] ? kept : gone, b.parts[k]);
   }
   if (gone.area == 0) return;

@@ -85,7 +85,8 @@ GRT_API int grt_decode_masks(const float* pixel_embed, int32_t D, int32_t h, int
  * of the specks are cleared and stats[p] describes what is left (a part without mask pixels
  * counts as a speck; a pixel none of whose taps is above the threshold, on by rounding alone,
  * stays). With fewer, the mask stays whole. On GRT_ERROR_MEMORY some phrases may already have
- * been rewritten (each phrase is rewritten whole or not at all). Up to `threads` threads take phrases in parallel; the results do not depend on it. */
+ * been rewritten (each phrase is rewritten whole or not at all). Up to `threads` threads take
+ * phrases in parallel; the results do not depend on it. */
 GRT_API int grt_keep_surest_parts(const float* pixel_embed, int32_t D, int32_t h, int32_t w,
                                   const float* mask_embed, int32_t Q, const uint8_t* selected,
                                   int32_t P, double crop_h, double crop_w, int32_t H, int32_t W,
